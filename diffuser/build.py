@@ -1,0 +1,96 @@
+"""Config → objects: the one place that turns typed config fields into datasets and models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from diffuser.config import DiffusionConfig, EnvConfig, ModelConfig
+from diffuser.datasets.d4rl import DatasetNotFoundError, find_dataset, load_d4rl
+from diffuser.datasets.normalization import Normalizer
+from diffuser.datasets.preprocess import preprocess
+from diffuser.datasets.sequence import GoalDataset, SequenceDataset, ValueDataset
+from diffuser.diffusion.gaussian import GaussianDiffusion, ValueDiffusion
+from diffuser.models import TemporalUnet, ValueFunction
+
+MODEL_KINDS = ("diffusion", "value")
+
+
+def _is_maze2d(name: str) -> bool:
+    return name.startswith("maze2d")
+
+
+def load_env_data(env: EnvConfig) -> tuple[dict[str, np.ndarray], Path]:
+    """Find (or, for Maze2D with generate_if_missing, generate) the env's dataset, load and preprocess it."""
+    name = env.dataset or env.name
+    how = (
+        f"python -m diffuser.datasets.maze2d_generate --env {env.name}  (or env.generate_if_missing=true)"
+        if _is_maze2d(env.name)
+        else "bring a D4RL-layout HDF5 file and pass env.dataset=/path/to/file.hdf5"
+    )
+    try:
+        path = find_dataset(name, how_to_make=how)
+    except DatasetNotFoundError:
+        if not (env.generate_if_missing and _is_maze2d(env.name) and env.dataset is None):
+            raise
+        from diffuser.datasets.maze2d_generate import generate_maze2d
+
+        print(f"dataset '{name}' not found: generating {env.generate_num_samples} steps with the D4RL procedure")
+        path = generate_maze2d(env.name, env.generate_num_samples, seed=0)
+    return preprocess(load_d4rl(path), env.preprocess, env.name), Path(path)
+
+
+def build_dataset(data: dict[str, np.ndarray], env: EnvConfig, *, horizon: int, kind: str) -> SequenceDataset:
+    """ValueDataset for value models; GoalDataset or SequenceDataset for diffusion models."""
+    if kind not in MODEL_KINDS:
+        raise ValueError(f"unknown model kind '{kind}'; valid: {list(MODEL_KINDS)}")
+    cls = ValueDataset if kind == "value" else GoalDataset if env.goal_conditioned else SequenceDataset
+    return cls(
+        data,
+        horizon=horizon,
+        normalizer=env.normalizer,
+        max_path_length=env.max_path_length,
+        use_padding=env.use_padding,
+        termination_penalty=env.termination_penalty,
+        drop_last_transition=env.drop_last_transition,
+        discount=env.discount,
+    )
+
+
+def build_model(
+    kind: str,
+    normalizer: Normalizer,
+    *,
+    horizon: int,
+    observation_dim: int,
+    action_dim: int,
+    model: ModelConfig,
+    diffusion: DiffusionConfig,
+) -> GaussianDiffusion:
+    """GaussianDiffusion over a TemporalUnet, or ValueDiffusion over a ValueFunction."""
+    if kind not in MODEL_KINDS:
+        raise ValueError(f"unknown model kind '{kind}'; valid: {list(MODEL_KINDS)}")
+    transition_dim = observation_dim + action_dim
+    net_cls = ValueFunction if kind == "value" else TemporalUnet
+    net = net_cls(
+        horizon=horizon,
+        transition_dim=transition_dim,
+        dim=model.dim,
+        dim_mults=tuple(model.dim_mults),
+        attention=model.attention,
+    )
+    wrapper = ValueDiffusion if kind == "value" else GaussianDiffusion
+    return wrapper(
+        net,
+        normalizer,
+        horizon=horizon,
+        observation_dim=observation_dim,
+        action_dim=action_dim,
+        n_diffusion_steps=diffusion.n_diffusion_steps,
+        beta_schedule=diffusion.beta_schedule,
+        predict_epsilon=diffusion.predict_epsilon,
+        clip_denoised=diffusion.clip_denoised,
+        action_weight=diffusion.action_weight,
+        loss_discount=diffusion.loss_discount,
+    )

@@ -1,0 +1,170 @@
+"""Typed config schema: one dataclass per Hydra group, registered in Hydra's ConfigStore.
+
+YAML files under ``configs/`` are named value sets checked against these types; entry points convert the composed
+config once with ``OmegaConf.to_object`` and build objects from plain fields.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+
+
+@dataclass
+class EnvConfig:
+    """Environment and the dataset its models are trained on."""
+
+    name: str = "maze2d-umaze-v1"  # gymnasium id (registered on `import diffuser.envs`)
+    dataset: Optional[str] = None  # dataset name or HDF5 path; None = same as `name`
+    generate_if_missing: bool = False  # Maze2D: run the D4RL generation procedure when no file is found
+    generate_num_samples: int = 1_000_000  # steps generated when generate_if_missing fires
+    preprocess: list[str] = field(default_factory=list)  # e.g. [maze2d_set_terminals]
+    normalizer: str = "limits"  # identity | gaussian | limits | safe_limits | cdf
+    goal_conditioned: bool = True  # condition on the first AND last state (GoalDataset), else the first only
+    max_path_length: int = 40000  # longest allowed episode; windows never start past max_path_length - horizon
+    use_padding: bool = False  # let windows run past an episode's end into zero rows
+    drop_last_transition: bool = True  # Maze2D: drop each segment's last row, as the original does
+    termination_penalty: float = 0.0  # added to the last reward of an episode that ends in a terminal
+    discount: float = 0.997  # value targets (training) and planning share this one discount
+
+
+@dataclass
+class ModelConfig:
+    """Network: the diffusion TemporalUnet or the ValueFunction."""
+
+    kind: str = "diffusion"  # diffusion | value
+    dim: int = 32  # base channel width
+    dim_mults: list[int] = field(default_factory=lambda: [1, 4, 8])  # absolute width multipliers per level
+    attention: bool = False  # linear attention in every level (HalfCheetah)
+
+
+@dataclass
+class DiffusionConfig:
+    """DDPM settings (REFERENCE §4)."""
+
+    n_diffusion_steps: int = 64
+    beta_schedule: str = "cosine"  # cosine | linear
+    predict_epsilon: bool = False  # False: the network predicts x0, as in every original config
+    clip_denoised: bool = True  # clamp predicted x0 to [-1, 1] (Maze2D with the Limits normalizer)
+    action_weight: float = 1.0  # loss weight of the first action
+    loss_discount: float = 1.0  # per-step loss weight discount (normalized to mean 1)
+
+
+@dataclass
+class TrainerConfig:
+    """Step-based training loop."""
+
+    n_train_steps: int = 2_000_000
+    batch_size: int = 32  # per micro-batch
+    gradient_accumulate_every: int = 2  # micro-batches per optimizer step
+    learning_rate: float = 2e-4
+    ema_decay: float = 0.995
+    step_start_ema: int = 2000  # before this step the EMA is a hard copy
+    update_ema_every: int = 10
+    log_freq: int = 100
+    save_freq: int = 1000
+    sample_freq: int = 1000  # steps between sampled-plan images (0: never)
+    n_samples: int = 4  # plans drawn per sample image
+    keep_checkpoints: int = 3  # newest step folders kept (0: all)
+
+
+@dataclass
+class LoggerConfig:
+    """W&B (offline by default; $WANDB_MODE wins) or disabled; metrics.jsonl is always written."""
+
+    backend: str = "wandb"  # wandb | disabled
+    mode: str = "offline"  # offline | online
+    project: str = "diffuser"
+    entity: Optional[str] = None
+
+
+@dataclass
+class TrainConfig:
+    """python train.py"""
+
+    env: EnvConfig = field(default_factory=EnvConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    horizon: int = 128
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    exp_name: str = "cpu"
+    runs_root: str = "runs"
+    run_dir: Optional[str] = None  # resume (or create) this folder instead of a new timestamped one
+
+
+@dataclass
+class PlannerConfig:
+    """Maze2D planner and evaluation."""
+
+    n_episodes: int = 50  # evaluated together: one batched planning call
+    multi_task: bool = False  # Multi2D: a random goal per episode instead of the env's fixed goal
+    max_episode_steps: Optional[int] = None  # None: the env's own limit (300 / 600 / 800)
+    n_images: int = 10  # planned paths drawn as PNG (first episodes)
+
+
+@dataclass
+class PlanConfig:
+    """python plan.py"""
+
+    env: EnvConfig = field(default_factory=EnvConfig)
+    planner: PlannerConfig = field(default_factory=PlannerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    diffusion_run: Optional[str] = None  # run folder; None = newest under runs/<env>/<exp_name>/
+    checkpoint: Optional[str] = None  # step folder name; None = the run's latest
+    exp_name: str = "cpu"
+    runs_root: str = "runs"
+    seed: int = 0
+    device: str = "auto"
+
+
+GROUPS = {
+    "env": EnvConfig,
+    "model": ModelConfig,
+    "diffusion": DiffusionConfig,
+    "trainer": TrainerConfig,
+    "logger": LoggerConfig,
+    "planner": PlannerConfig,
+}
+
+
+def register_configs() -> None:
+    """Register the schemas so YAML files are type-checked (``train_schema`` / ``plan_schema`` in defaults lists)."""
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainConfig)
+    cs.store(name="plan_schema", node=PlanConfig)
+
+
+def check_overrides(overrides: list[str], schema: type, extra_groups: tuple[str, ...] = ("experiment",)) -> None:
+    """Reject an override of an unknown key with a message listing the valid keys at that level.
+
+    Hydra would refuse it too, but without saying what the valid options are.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception:
+        return  # Hydra reports syntax errors itself
+    for override in parsed:
+        key = override.key_or_group
+        skip = key.startswith("hydra") or "/" in key or key in extra_groups
+        if override.is_add() or override.is_delete() or skip:
+            continue
+        node: Any = schema
+        for part in key.split("."):
+            if not dataclasses.is_dataclass(node):
+                break
+            fields = {f.name: f for f in dataclasses.fields(node)}
+            if part not in fields:
+                where = key.rsplit(".", 1)[0] if "." in key else "the top level"
+                raise SystemExit(
+                    f"unknown config option '{key}'. Valid options of {where}: {', '.join(sorted(fields))}"
+                )
+            node = fields[part].default_factory() if fields[part].default_factory is not dataclasses.MISSING else None
+            node = type(node) if dataclasses.is_dataclass(node) else None

@@ -1,0 +1,213 @@
+"""Trajectory windows over D4RL-style data: SequenceDataset, GoalDataset (Maze2D) and ValueDataset.
+
+Episodes end at ``terminals | timeouts``. Each dataset keeps one flat array of normalized transitions
+``[actions, observations]`` (episodes back to back, each followed by ``horizon`` zero rows when padding is used) and
+an index table of window starts, so a whole batch is gathered with one fancy index.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+import numpy as np
+import torch
+
+from diffuser.datasets.normalization import Normalizer, make_normalizer
+
+
+@dataclass
+class Batch:
+    """A training batch. trajectories: (B, H, D) normalized, actions first; conditions: {k: (B, observation_dim)};
+    values: (B,) value targets (ValueDataset only)."""
+
+    trajectories: torch.Tensor
+    conditions: dict[int, torch.Tensor]
+    values: torch.Tensor | None = None
+
+    def to(self, device: torch.device | str) -> "Batch":
+        """Move every tensor to ``device``."""
+        return Batch(
+            self.trajectories.to(device),
+            {k: v.to(device) for k, v in self.conditions.items()},
+            None if self.values is None else self.values.to(device),
+        )
+
+
+@dataclass
+class Episodes:
+    """Episode boundaries over flat arrays: rows [starts[i], ends[i]) form episode i; terminal[i] if it ended in a
+    terminal state (not a timeout)."""
+
+    starts: np.ndarray
+    ends: np.ndarray
+    terminal: np.ndarray
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return self.ends - self.starts
+
+
+def split_episodes(data: Mapping[str, np.ndarray], max_episode_steps: int | None = None) -> Episodes:
+    """Split flat D4RL arrays into episodes ending at ``terminals | timeouts`` (the ending row belongs to the episode).
+
+    Without a ``timeouts`` key, an episode also ends after ``max_episode_steps`` rows. Rows after the last end are
+    dropped, as in the original.
+    """
+    terminals = np.asarray(data["terminals"]).astype(bool)
+    n = len(terminals)
+    if "timeouts" in data:
+        timeouts = np.asarray(data["timeouts"]).astype(bool)
+        ends = np.flatnonzero(terminals | timeouts) + 1
+    else:
+        ends_list, step = [], 0
+        for i in range(n):
+            if terminals[i] or (max_episode_steps is not None and step == max_episode_steps - 1):
+                ends_list.append(i + 1)
+                step = 0
+            else:
+                step += 1
+        ends = np.asarray(ends_list, dtype=np.int64)
+    starts = np.concatenate([[0], ends[:-1]]).astype(np.int64)
+    return Episodes(starts, ends.astype(np.int64), terminals[ends - 1] if len(ends) else np.zeros(0, bool))
+
+
+def discounted_returns(rewards: np.ndarray, episode_ends: np.ndarray, discount: float) -> np.ndarray:
+    """Reward-to-go Σ_k γ^k r[i + k] up to the end of each row's episode; episode_ends[i] is True on last rows."""
+    out = np.zeros(len(rewards), dtype=np.float64)
+    running = 0.0
+    r = rewards.astype(np.float64)
+    for i in range(len(r) - 1, -1, -1):
+        running = r[i] + (0.0 if episode_ends[i] else discount * running)
+        out[i] = running
+    return out.astype(np.float32)
+
+
+class SequenceDataset(torch.utils.data.Dataset):
+    """Windows of ``horizon`` transitions [a_h, s_h], normalized per dimension, conditioned on their first state."""
+
+    def __init__(
+        self,
+        data: Mapping[str, np.ndarray],
+        *,
+        horizon: int,
+        normalizer: str = "gaussian",
+        max_path_length: int = 1000,
+        use_padding: bool = True,
+        termination_penalty: float = 0.0,
+        max_episode_steps: int | None = None,
+        drop_last_transition: bool = False,
+        discount: float = 0.997,
+    ):
+        """data: flat D4RL arrays (after preprocessing). drop_last_transition: drop each episode's last row (Maze2D)."""
+        super().__init__()
+        if horizon < 1:
+            raise ValueError(f"horizon must be >= 1, got {horizon}")
+        self.horizon = horizon
+        self.use_padding = use_padding
+        self.max_path_length = max_path_length
+        self.discount = discount
+        observations = np.asarray(data["observations"], dtype=np.float32)
+        actions = np.asarray(data["actions"], dtype=np.float32)
+        if observations.ndim != 2 or actions.ndim != 2:
+            raise ValueError(
+                f"observations and actions must be 2-D (N, dim); got {observations.shape} and {actions.shape}"
+            )
+        self.observation_dim = observations.shape[1]
+        self.action_dim = actions.shape[1]
+        self.transition_dim = self.observation_dim + self.action_dim
+
+        episodes = split_episodes(data, max_episode_steps)
+        ends = episodes.ends - 1 if drop_last_transition else episodes.ends
+        keep = ends > episodes.starts
+        starts, ends, terminal = episodes.starts[keep], ends[keep], episodes.terminal[keep]
+        if len(starts) == 0:
+            raise ValueError("the dataset holds no complete episode (no row with terminals or timeouts set)")
+        lengths = ends - starts
+        if lengths.max() > max_path_length:
+            raise ValueError(
+                f"an episode has {lengths.max()} steps but max_path_length is {max_path_length}; "
+                f"raise env.max_path_length to at least {lengths.max()}"
+            )
+        self.path_lengths = lengths
+
+        # Flat layout: each episode followed by `pad` zero rows.
+        pad = horizon if use_padding else 0
+        offsets = np.concatenate([[0], np.cumsum(lengths + pad)[:-1]]).astype(np.int64)
+        total = int((lengths + pad).sum())
+        rows = np.concatenate([np.arange(s, e) for s, e in zip(starts, ends)])
+        real = np.concatenate([o + np.arange(n) for o, n in zip(offsets, lengths)])
+        raw = np.zeros((total, self.transition_dim), dtype=np.float32)
+        raw[real] = np.concatenate([actions[rows], observations[rows]], axis=1)
+        self.normalizer: Normalizer = make_normalizer(normalizer, self.transition_dim).fit(raw[real])
+        with torch.no_grad():
+            self.trajectories = self.normalizer.normalize(torch.from_numpy(raw)).float()
+
+        rewards = np.zeros(total, dtype=np.float32)
+        rewards[real] = np.asarray(data["rewards"], dtype=np.float32)[rows]
+        last_rows = offsets + lengths - 1
+        rewards[last_rows[terminal]] += termination_penalty
+        self._rewards, self._last_rows = rewards, last_rows
+        self._values: np.ndarray | None = None
+
+        starts_per_episode = []
+        for offset, length in zip(offsets, lengths):
+            max_start = min(length - 1, max_path_length - horizon)
+            if not use_padding:
+                max_start = min(max_start, length - horizon)
+            if max_start > 0:
+                starts_per_episode.append(offset + np.arange(max_start))
+        if not starts_per_episode:
+            raise ValueError(
+                f"no window of horizon {horizon} fits in any episode (longest episode: {lengths.max()} steps); "
+                "use a shorter horizon or use_padding=True"
+            )
+        self.indices = np.concatenate(starts_per_episode)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> Batch:
+        batch = self.get_batch(np.array([i]))
+        return Batch(
+            batch.trajectories[0],
+            {k: v[0] for k, v in batch.conditions.items()},
+            None if batch.values is None else batch.values[0],
+        )
+
+    def conditions(self, trajectories: torch.Tensor) -> dict[int, torch.Tensor]:
+        """Conditions of a window batch: its first normalized state."""
+        return {0: trajectories[:, 0, self.action_dim :]}
+
+    def get_batch(self, idx: np.ndarray) -> Batch:
+        """Gather windows idx (B,) → Batch with trajectories (B, H, D)."""
+        rows = self.indices[np.asarray(idx)][:, None] + np.arange(self.horizon)
+        trajectories = self.trajectories[torch.from_numpy(rows)]
+        return Batch(trajectories, self.conditions(trajectories))
+
+
+class GoalDataset(SequenceDataset):
+    """Maze2D windows, conditioned on their first and last states: {0: s_0, H−1: s_{H−1}}."""
+
+    def conditions(self, trajectories: torch.Tensor) -> dict[int, torch.Tensor]:
+        return {0: trajectories[:, 0, self.action_dim :], self.horizon - 1: trajectories[:, -1, self.action_dim :]}
+
+
+class ValueDataset(SequenceDataset):
+    """Windows with value targets: the discounted return from the window start to its episode's end (raw)."""
+
+    def values(self) -> np.ndarray:
+        """Reward-to-go of every flat row, computed once."""
+        if self._values is None:
+            episode_end = np.zeros(len(self._rewards), dtype=bool)
+            episode_end[self._last_rows] = True
+            self._values = discounted_returns(self._rewards, episode_end, self.discount)
+        return self._values
+
+    def get_batch(self, idx: np.ndarray) -> Batch:
+        batch = super().get_batch(idx)
+        batch.values = torch.from_numpy(self.values()[self.indices[np.asarray(idx)]])
+        return batch
+
+
+DATASETS = {"sequence": SequenceDataset, "goal": GoalDataset, "value": ValueDataset}

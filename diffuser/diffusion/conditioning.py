@@ -1,0 +1,35 @@
+"""Trajectory layout and conditioning by inpainting.
+
+A trajectory is a tensor (B, H, transition_dim) whose row h is ``[a_h, s_h]``: the ``action_dim`` action entries
+first, then the ``observation_dim`` observation entries (the original's layout). Conditions are a dict
+``{time index: normalized state (B, observation_dim)}``; conditioning overwrites the observation slice of those rows
+and never touches actions.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+
+Conditions = Mapping[int, torch.Tensor]
+
+
+def apply_conditioning(x: torch.Tensor, cond: Conditions, action_dim: int) -> torch.Tensor:
+    """Overwrite x[:, k, action_dim:] with cond[k] for every k, in place; returns x.
+
+    x: (B, H, transition_dim); cond[k]: (B, observation_dim) or (observation_dim,).
+    """
+    for k, state in cond.items():
+        x[:, k, action_dim:] = state
+    return x
+
+
+def split_transition(x: torch.Tensor, action_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split (..., transition_dim) into actions (..., action_dim) and observations (..., observation_dim)."""
+    return x[..., :action_dim], x[..., action_dim:]
+
+
+def join_transition(actions: torch.Tensor, observations: torch.Tensor) -> torch.Tensor:
+    """Inverse of split_transition: concatenate actions first, then observations."""
+    return torch.cat([actions, observations], dim=-1)

@@ -1,0 +1,189 @@
+"""Step-based trainer: Adam with gradient accumulation, EMA, periodic logging, sampling and resumable checkpoints."""
+
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from diffuser.datasets.sequence import SequenceDataset
+from diffuser.training.ema import EMA
+from diffuser.utils.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
+from diffuser.utils.logging import Logger
+
+
+class BatchStream:
+    """Shuffled, resumable stream of index batches: epoch e uses permutation randperm(n, seed + e)."""
+
+    def __init__(self, n: int, batch_size: int, seed: int):
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.epoch, self.position = 0, 0
+        self._perm = self._permutation()
+
+    def _permutation(self) -> np.ndarray:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return torch.randperm(self.n, generator=generator).numpy()
+
+    def next(self) -> np.ndarray:
+        """The next batch of indices; a short tail is filled from the next epoch."""
+        out = []
+        need = self.batch_size
+        while need > 0:
+            take = self._perm[self.position : self.position + need]
+            out.append(take)
+            self.position += len(take)
+            need -= len(take)
+            if self.position >= self.n:
+                self.epoch, self.position = self.epoch + 1, 0
+                self._perm = self._permutation()
+        return np.concatenate(out)
+
+    def state(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state(self, state: dict[str, int]) -> None:
+        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+        self._perm = self._permutation()
+
+
+class Trainer:
+    """Trains ``model`` (whose forward(batch) returns (loss, info)) and keeps an EMA copy used for sampling/saving."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        dataset: SequenceDataset,
+        logger: Logger,
+        run_dir: str | Path,
+        *,
+        n_train_steps: int,
+        batch_size: int = 32,
+        gradient_accumulate_every: int = 2,
+        learning_rate: float = 2e-4,
+        ema_decay: float = 0.995,
+        step_start_ema: int = 2000,
+        update_ema_every: int = 10,
+        log_freq: int = 100,
+        save_freq: int = 1000,
+        sample_freq: int = 0,
+        keep_checkpoints: int = 3,
+        metric_prefix: str = "train",
+        device: str | torch.device = "cpu",
+        seed: int = 0,
+        sample_fn: Callable[[nn.Module, int], None] | None = None,
+        progress: bool = True,
+    ):
+        self.device = torch.device(device)
+        self.model = model.to(self.device)
+        self.ema_model = copy.deepcopy(self.model).eval().requires_grad_(False)
+        self.ema = EMA(ema_decay)
+        self.dataset = dataset
+        self.logger = logger
+        self.run_dir = Path(run_dir)
+        self.n_train_steps = n_train_steps
+        self.gradient_accumulate_every = gradient_accumulate_every
+        self.step_start_ema = step_start_ema
+        self.update_ema_every = update_ema_every
+        self.log_freq, self.save_freq, self.sample_freq = log_freq, save_freq, sample_freq
+        self.keep_checkpoints = keep_checkpoints
+        self.prefix = metric_prefix
+        self.sample_fn = sample_fn
+        self.progress = progress
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=learning_rate)
+        self.batches = BatchStream(len(dataset), batch_size, seed)
+        self.step = 0
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict:
+        """Everything needed to continue exactly: weights, EMA, optimizer, step, data order and RNG."""
+        state = {
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "ema": self.ema_model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "batches": self.batches.state(),
+            "rng_torch": torch.get_rng_state(),
+        }
+        if torch.cuda.is_available():
+            state["rng_cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.ema_model.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.batches.load_state(state["batches"])
+        self.step = int(state["step"])
+        torch.set_rng_state(state["rng_torch"])
+        if "rng_cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng_cuda"])
+
+    def resume(self) -> bool:
+        """Continue from the run folder's latest checkpoint if there is one."""
+        ckpt = latest_checkpoint(self.run_dir)
+        if ckpt is None:
+            return False
+        self.load_state_dict(load_trainer_state(ckpt))
+        print(f"resuming {self.run_dir} from step {self.step}")
+        return True
+
+    def save(self) -> Path:
+        return save_checkpoint(self.run_dir, self.step, self.ema_model, self.state_dict(), self.keep_checkpoints)
+
+    # ------------------------------------------------------------------ loop
+    def update_ema(self) -> None:
+        if self.step < self.step_start_ema:
+            self.ema.copy_from(self.ema_model, self.model)
+        else:
+            self.ema.update(self.ema_model, self.model)
+
+    def train_step(self) -> dict[str, float]:
+        """One optimizer step over gradient_accumulate_every micro-batches; returns averaged logged values."""
+        self.model.train()
+        totals: dict[str, float] = {}
+        for _ in range(self.gradient_accumulate_every):
+            batch = self.dataset.get_batch(self.batches.next()).to(self.device)
+            loss, info = self.model(batch)
+            (loss / self.gradient_accumulate_every).backward()
+            for k, v in info.items():
+                totals[k] = totals.get(k, 0.0) + v / self.gradient_accumulate_every
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        totals["grad_norm"] = torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])).item()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return totals
+
+    def train(self) -> None:
+        """Run until n_train_steps, logging every log_freq, sampling every sample_freq, saving every save_freq."""
+        self.resume()
+        bar = tqdm(total=self.n_train_steps, initial=self.step, disable=not self.progress, desc=self.prefix)
+        sums: dict[str, float] = {}
+        count, tick = 0, time.perf_counter()
+        while self.step < self.n_train_steps:
+            info = self.train_step()
+            self.step += 1
+            if self.step % self.update_ema_every == 0:
+                self.update_ema()
+            for k, v in info.items():
+                sums[k] = sums.get(k, 0.0) + v
+            count += 1
+            bar.update(1)
+            if self.step % self.log_freq == 0 or self.step == self.n_train_steps:
+                elapsed = time.perf_counter() - tick
+                metrics = {f"{self.prefix}/{k}": v / count for k, v in sums.items()}
+                metrics[f"{self.prefix}/lr"] = self.optimizer.param_groups[0]["lr"]
+                metrics[f"{self.prefix}/steps_per_sec"] = count / max(elapsed, 1e-9)
+                self.logger.log(metrics, self.step)
+                bar.set_postfix(loss=f"{metrics[f'{self.prefix}/loss']:.4f}")
+                sums, count, tick = {}, 0, time.perf_counter()
+            if self.step % self.save_freq == 0 or self.step == self.n_train_steps:
+                self.save()
+            if self.sample_fn is not None and self.sample_freq and self.step % self.sample_freq == 0:
+                self.sample_fn(self.ema_model, self.step)
+        bar.close()

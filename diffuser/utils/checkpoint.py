@@ -1,0 +1,151 @@
+"""Run folders: resolved config.yaml, safetensors weights (EMA, normalizer included) and trainer state for resuming.
+
+runs/<env>/<exp_name>/<time>_s<seed>/
+  config.yaml  metrics.jsonl  git.txt  git.diff  media/
+  checkpoints/step_0001000/model.safetensors   EMA weights + normalizer buffers; metadata: step, version
+  checkpoints/step_0001000/trainer_state.pt    raw weights, EMA, optimizer, step, RNG: resume only
+  checkpoints/latest.txt                       name of the newest step folder
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+import diffuser
+from diffuser.config import DiffusionConfig, ModelConfig
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write text to a temp file beside ``path`` and rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def write_config(run_dir: Path, config: dict[str, Any]) -> None:
+    """Write the resolved config (plus derived values) as config.yaml."""
+    atomic_write_text(Path(run_dir) / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+
+
+def read_config(run_dir: Path) -> dict[str, Any]:
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: '{run_dir}' is not a run folder (made by train.py)")
+    return yaml.safe_load(path.read_text())
+
+
+def save_checkpoint(
+    run_dir: Path, step: int, ema_model: nn.Module, trainer_state: dict[str, Any], keep: int = 0
+) -> Path:
+    """Write checkpoints/step_XXXXXXX/{model.safetensors, trainer_state.pt} atomically, update latest.txt and keep
+    only the newest ``keep`` step folders (0 keeps all)."""
+    ckpt_root = Path(run_dir) / "checkpoints"
+    ckpt_root.mkdir(parents=True, exist_ok=True)
+    name = f"step_{step:07d}"
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=ckpt_root))
+    state = {k: v.detach().contiguous().cpu() for k, v in ema_model.state_dict().items()}
+    save_file(state, tmp / "model.safetensors", metadata={"step": str(step), "version": diffuser.__version__})
+    torch.save(trainer_state, tmp / "trainer_state.pt")
+    final = ckpt_root / name
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    atomic_write_text(ckpt_root / "latest.txt", name + "\n")
+    if keep > 0:
+        for old in sorted(p for p in ckpt_root.glob("step_*") if p.is_dir())[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The newest step folder named in checkpoints/latest.txt, or None."""
+    latest = Path(run_dir) / "checkpoints" / "latest.txt"
+    if not latest.is_file():
+        return None
+    path = latest.parent / latest.read_text().strip()
+    return path if path.is_dir() else None
+
+
+def load_trainer_state(checkpoint_dir: Path) -> dict[str, Any]:
+    """trainer_state.pt, read with weights_only=True (tensors and plain containers only)."""
+    return torch.load(Path(checkpoint_dir) / "trainer_state.pt", map_location="cpu", weights_only=True)
+
+
+def load_weights(module: nn.Module, path: Path) -> int:
+    """Load a model.safetensors into ``module`` (strict); returns its step. Shape mismatches name both shapes."""
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError) as e:
+        raise ValueError(f"{path}: not a readable safetensors file ({e})") from e
+    own = module.state_dict()
+    for key, value in state.items():
+        if key in own and own[key].shape != value.shape:
+            raise ValueError(f"{path}: '{key}' has shape {tuple(value.shape)} but the model expects "
+                             f"{tuple(own[key].shape)}")
+    missing, unexpected = set(own) - set(state), set(state) - set(own)
+    if missing or unexpected:
+        raise ValueError(f"{path}: weights do not match the model: missing {sorted(missing)[:5]}, "
+                         f"unexpected {sorted(unexpected)[:5]}")
+    module.load_state_dict(state, strict=True)
+    with safe_open(str(path), "pt") as f:
+        return int((f.metadata() or {}).get("step", -1))
+
+
+@dataclass
+class Run:
+    """A loaded run: its config, the model with EMA weights (eval mode), the step and the checkpoint folder."""
+
+    path: Path
+    config: dict[str, Any]
+    model: nn.Module
+    step: int
+    checkpoint: Path
+
+
+def load_run(run_dir: str | Path, device: str | torch.device = "cpu", checkpoint: str | None = None) -> Run:
+    """Rebuild a model from run_dir/config.yaml and load its (latest or named) model.safetensors."""
+    from diffuser.build import build_model
+    from diffuser.datasets.normalization import make_normalizer
+
+    run_dir = Path(run_dir)
+    config = read_config(run_dir)
+    ckpt = run_dir / "checkpoints" / checkpoint if checkpoint else latest_checkpoint(run_dir)
+    if ckpt is None or not (ckpt / "model.safetensors").is_file():
+        raise FileNotFoundError(f"no checkpoint in {run_dir / 'checkpoints'}: train longer than save_freq steps")
+    dims = config["dims"]
+    model = build_model(
+        config["model"]["kind"],
+        make_normalizer(config["env"]["normalizer"], dims["transition_dim"]),
+        horizon=config["horizon"],
+        observation_dim=dims["observation_dim"],
+        action_dim=dims["action_dim"],
+        model=ModelConfig(**config["model"]),
+        diffusion=DiffusionConfig(**config["diffusion"]),
+    )
+    step = load_weights(model, ckpt / "model.safetensors")
+    return Run(run_dir, config, model.to(device).eval(), step, ckpt)
+
+
+def find_latest_run(runs_root: str | Path, env_name: str, exp_name: str) -> Path:
+    """Newest run folder (by name, i.e. time) under runs_root/env_name/exp_name that has a checkpoint."""
+    root = Path(runs_root) / env_name / exp_name
+    runs = sorted(p for p in root.glob("*") if latest_checkpoint(p) is not None) if root.is_dir() else []
+    if not runs:
+        raise FileNotFoundError(
+            f"no trained run found in {root}. Train one first with `python train.py` "
+            f"(env={env_name}, exp_name={exp_name}), or pass diffusion_run=/path/to/run"
+        )
+    return runs[-1]
