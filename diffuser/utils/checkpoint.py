@@ -149,3 +149,14 @@ def find_latest_run(runs_root: str | Path, env_name: str, exp_name: str) -> Path
             f"(env={env_name}, exp_name={exp_name}), or pass diffusion_run=/path/to/run"
         )
     return runs[-1]
+
+
+def check_env_dims(env, dims: dict[str, int], run_path: str | Path) -> None:
+    """Refuse a run whose observation/action dims differ from the env's, naming both."""
+    env_dims = {"observation_dim": env.observation_space.shape[0], "action_dim": env.action_space.shape[0]}
+    for key, value in env_dims.items():
+        if dims[key] != value:
+            raise ValueError(
+                f"run {run_path} was trained with {key}={dims[key]} but env '{env.spec.id}' has {key}={value}; "
+                "evaluate it on the env it was trained for"
+            )

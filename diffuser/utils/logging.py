@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import uuid
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -42,7 +43,7 @@ class Logger:
             import wandb
 
             id_file = self.run_dir / f"wandb_{job_type}_id.txt"
-            run_id = id_file.read_text().strip() if id_file.exists() else wandb.util.generate_id()
+            run_id = id_file.read_text().strip() if id_file.exists() else uuid.uuid4().hex[:8]
             id_file.write_text(run_id)
             self._run = wandb.init(
                 project=project,

@@ -1,0 +1,81 @@
+"""Run-folder setup for train.py: resume an existing folder, record the resolved config, draw samples."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+
+import diffuser
+from diffuser.config import TrainConfig
+from diffuser.datasets.sequence import SequenceDataset
+from diffuser.utils.checkpoint import read_config, write_config
+from diffuser.utils.logging import Logger
+
+
+def resume_config(config: TrainConfig) -> TrainConfig:
+    """If config.run_dir already holds a run, return its saved config (only trainer.n_train_steps may change)."""
+    run_dir = Path(config.run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        return config
+    saved = read_config(run_dir)
+    saved_cfg = OmegaConf.merge(OmegaConf.structured(TrainConfig), {k: v for k, v in saved.items() if k != "dims"
+                                                                     and k != "dataset_path" and k != "version"})
+    resumed: TrainConfig = OmegaConf.to_object(saved_cfg)  # type: ignore[assignment]
+    resumed.trainer.n_train_steps = config.trainer.n_train_steps
+    ignored = _differences(dataclasses.asdict(config), dataclasses.asdict(resumed))
+    if ignored:
+        print(f"resuming {run_dir} with its saved config; ignoring different values for: {', '.join(ignored)}")
+    return resumed
+
+
+def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
+    out = []
+    for key in a:
+        if isinstance(a[key], dict) and isinstance(b.get(key), dict):
+            out += _differences(a[key], b[key], f"{prefix}{key}.")
+        elif a[key] != b.get(key):
+            out.append(prefix + key)
+    return out
+
+
+def record_config(config: TrainConfig, dataset: SequenceDataset, dataset_path: Path) -> dict[str, Any]:
+    """Write run_dir/config.yaml: the resolved config plus derived dims, dataset file and package version."""
+    record = dataclasses.asdict(config)
+    record["dims"] = {
+        "observation_dim": dataset.observation_dim,
+        "action_dim": dataset.action_dim,
+        "transition_dim": dataset.transition_dim,
+    }
+    record["dataset_path"] = str(dataset_path)
+    record["version"] = diffuser.__version__
+    write_config(Path(config.run_dir), record)
+    return record
+
+
+def maze2d_sample_fn(
+    dataset: SequenceDataset, logger: Logger, run_dir: Path, env_name: str, n_samples: int, seed: int
+) -> Callable[[nn.Module, int], None]:
+    """Every call samples plans between the start and end states of random windows and logs their picture."""
+    from diffuser.envs.maze2d import MAZE2D_SPECS, parse_maze
+    from diffuser.utils.rendering import save_maze2d_figure
+
+    maze_arr = parse_maze(MAZE2D_SPECS[env_name].layout)
+
+    def sample(model: nn.Module, step: int) -> None:
+        idx = np.random.default_rng(seed + step).choice(len(dataset), n_samples)
+        device = next(model.parameters()).device
+        batch = dataset.get_batch(idx).to(device)
+        generator = torch.Generator(device=device).manual_seed(seed + step)
+        trajectories = model.conditional_sample(batch.conditions, generator=generator).trajectories
+        observations = model.unnormalize(trajectories)[..., model.action_dim :].cpu().numpy()
+        path = Path(run_dir) / "media" / f"samples_{step:07d}.png"
+        image = save_maze2d_figure(path, maze_arr, list(observations), list(observations[:, -1, :2]))
+        logger.log_image("media/plan", image, step)
+
+    return sample

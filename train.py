@@ -1,0 +1,52 @@
+"""Train a Diffuser model. `python train.py` trains the Maze2D U-Maze CPU preset; see configs/train.yaml."""
+
+import dataclasses
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from diffuser.config import TrainConfig, check_overrides, register_configs
+
+register_configs()
+
+
+@hydra.main(config_path="configs", config_name="train", version_base=None)
+def main(cfg: DictConfig) -> None:
+    from diffuser.build import build_dataset, build_model, load_env_data
+    from diffuser.training.setup import maze2d_sample_fn, record_config, resume_config
+    from diffuser.training.trainer import Trainer
+    from diffuser.utils.git import write_git_info
+    from diffuser.utils.logging import Logger
+    from diffuser.utils.seeding import resolve_device, seed_everything
+
+    config = resume_config(OmegaConf.to_object(cfg))
+    run_dir = Path(config.run_dir)
+    seed_everything(config.seed)
+    data, dataset_path = load_env_data(config.env)
+    dataset = build_dataset(data, config.env, horizon=config.horizon, kind=config.model.kind)
+    model = build_model(
+        config.model.kind, dataset.normalizer, horizon=config.horizon, observation_dim=dataset.observation_dim,
+        action_dim=dataset.action_dim, model=config.model, diffusion=config.diffusion,
+    )
+    record = record_config(config, dataset, dataset_path)
+    record["git_commit"] = write_git_info(run_dir)
+    logger = Logger(
+        run_dir, **dataclasses.asdict(config.logger), job_type="train", config=record,
+        group=f"{config.env.name}-{config.exp_name}", name=f"{config.env.name}__{config.exp_name}__s{config.seed}__{run_dir.name}",
+    )
+    is_maze = config.env.name.startswith("maze2d") and config.model.kind == "diffusion"
+    sample_fn = maze2d_sample_fn(dataset, logger, run_dir, config.env.name, config.trainer.n_samples, config.seed) if is_maze else None
+    trainer_kwargs = {k: v for k, v in dataclasses.asdict(config.trainer).items() if k != "n_samples"}
+    Trainer(
+        model, dataset, logger, run_dir, **trainer_kwargs, device=resolve_device(config.device), seed=config.seed,
+        metric_prefix="value" if config.model.kind == "value" else "train", sample_fn=sample_fn,
+    ).train()
+    logger.finish()
+    print(f"run folder: {run_dir}")
+
+
+if __name__ == "__main__":
+    check_overrides([a for a in sys.argv[1:] if not a.startswith("-")], TrainConfig)
+    main()
