@@ -33,14 +33,16 @@ def main(cfg: DictConfig) -> None:
     out_dir = Path(run_path) / "plans" / f"{time.strftime('%Y-%m-%d_%H-%M-%S')}_s{config.seed}"
     logger = Logger(
         out_dir, **dataclasses.asdict(config.logger), job_type="plan", config=dataclasses.asdict(config),
-        group=f"{config.env.name}-{run.config['exp_name']}", name=f"{config.env.name}__plan__s{config.seed}__{out_dir.name}",
+        group=f"{config.env.name}-{run.config['exp_name']}",
+        name=f"{config.env.name}__plan__s{config.seed}__{out_dir.name}",
     )
     tick = time.perf_counter()
     results = run_maze2d_episodes(
         envs, Maze2dPlanner(run.model), seed=config.seed, multi_task=config.planner.multi_task,
         max_episode_steps=config.planner.max_episode_steps,
     )
-    summary = write_maze2d_report(out_dir, results, config, run, envs[0].unwrapped.maze_arr, logger, time.perf_counter() - tick)
+    seconds = time.perf_counter() - tick
+    summary = write_maze2d_report(out_dir, results, config, run, envs[0].unwrapped.maze_arr, logger, seconds)
     logger.finish()
     print(json.dumps(summary, indent=2))
     print(f"results: {out_dir / 'results.json'}")

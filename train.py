@@ -34,10 +34,13 @@ def main(cfg: DictConfig) -> None:
     record["git_commit"] = write_git_info(run_dir)
     logger = Logger(
         run_dir, **dataclasses.asdict(config.logger), job_type="train", config=record,
-        group=f"{config.env.name}-{config.exp_name}", name=f"{config.env.name}__{config.exp_name}__s{config.seed}__{run_dir.name}",
+        group=f"{config.env.name}-{config.exp_name}",
+        name=f"{config.env.name}__{config.exp_name}__s{config.seed}__{run_dir.name}",
     )
     is_maze = config.env.name.startswith("maze2d") and config.model.kind == "diffusion"
-    sample_fn = maze2d_sample_fn(dataset, logger, run_dir, config.env.name, config.trainer.n_samples, config.seed) if is_maze else None
+    sample_fn = None
+    if is_maze:
+        sample_fn = maze2d_sample_fn(dataset, logger, run_dir, config.env.name, config.trainer.n_samples, config.seed)
     trainer_kwargs = {k: v for k, v in dataclasses.asdict(config.trainer).items() if k != "n_samples"}
     Trainer(
         model, dataset, logger, run_dir, **trainer_kwargs, device=resolve_device(config.device), seed=config.seed,

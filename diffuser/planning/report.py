@@ -48,7 +48,8 @@ def write_maze2d_report(
     for i in range(n):
         save_maze2d_figure(
             out_dir / "media" / "plans" / f"episode_{i:03d}.png", maze_arr, [results.plan.observations[i]],
-            [results.goals[i]], [results.trajectories[i]], [f"seed {results.seeds[i]}: {results.normalized_scores[i]:.1f}"],
+            [results.goals[i]], [results.trajectories[i]],
+            [f"seed {results.seeds[i]}: {results.normalized_scores[i]:.1f}"],
         )
     k = min(n, config.planner.n_images)
     image = save_maze2d_figure(
