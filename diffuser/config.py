@@ -102,7 +102,7 @@ class TrainConfig:
 class PlannerConfig:
     """Maze2D planner and evaluation."""
 
-    n_episodes: int = 50  # evaluated together: one batched planning call
+    n_episodes: int = 150  # evaluated together: one batched planning call
     multi_task: bool = False  # Multi2D: a random goal per episode instead of the env's fixed goal
     max_episode_steps: Optional[int] = None  # None: the env's own limit (300 / 600 / 800)
     n_images: int = 10  # planned paths drawn as PNG (first episodes)

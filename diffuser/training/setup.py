@@ -17,15 +17,16 @@ from diffuser.datasets.sequence import SequenceDataset
 from diffuser.utils.checkpoint import read_config, write_config
 from diffuser.utils.logging import Logger
 
+DERIVED_KEYS = ("dims", "dataset_path", "version")  # written by record_config, not part of TrainConfig
+
 
 def resume_config(config: TrainConfig) -> TrainConfig:
     """If config.run_dir already holds a run, return its saved config (only trainer.n_train_steps may change)."""
     run_dir = Path(config.run_dir)
     if not (run_dir / "config.yaml").is_file():
         return config
-    saved = read_config(run_dir)
-    saved_cfg = OmegaConf.merge(OmegaConf.structured(TrainConfig), {k: v for k, v in saved.items() if k != "dims"
-                                                                     and k != "dataset_path" and k != "version"})
+    saved = {k: v for k, v in read_config(run_dir).items() if k not in DERIVED_KEYS}
+    saved_cfg = OmegaConf.merge(OmegaConf.structured(TrainConfig), saved)
     resumed: TrainConfig = OmegaConf.to_object(saved_cfg)  # type: ignore[assignment]
     resumed.trainer.n_train_steps = config.trainer.n_train_steps
     ignored = _differences(dataclasses.asdict(config), dataclasses.asdict(resumed))
