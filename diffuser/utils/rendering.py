@@ -5,18 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.patches import Rectangle  # noqa: E402
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
 WALL = 10  # diffuser.envs.maze2d.WALL, repeated here so rendering stays import-light
 
 
 def draw_maze2d(
-    ax: plt.Axes,
+    ax: Axes,
     maze_arr: np.ndarray,
     paths: Sequence[np.ndarray] = (),
     goal: np.ndarray | None = None,
@@ -58,18 +57,19 @@ def save_maze2d_figure(
 ) -> np.ndarray:
     """One panel per path; saves a PNG and returns it as an (H, W, 3) uint8 array."""
     n = len(paths)
-    fig, axes = plt.subplots(1, n, figsize=(2.6 * n, 2.6), squeeze=False)
+    fig = Figure(figsize=(2.6 * n, 2.6))  # no pyplot: leaves the caller's backend (e.g. a notebook's) alone
+    canvas = FigureCanvasAgg(fig)
+    axes = fig.subplots(1, n, squeeze=False)
     for k, ax in enumerate(axes[0]):
         draw_maze2d(ax, maze_arr, [paths[k]], goals[k], [executed[k]] if executed is not None else ())
         if titles is not None:
             ax.set_title(titles[k], fontsize=8)
     fig.tight_layout()
-    fig.canvas.draw()
-    image = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+    canvas.draw()
+    image = np.asarray(canvas.buffer_rgba())[..., :3].copy()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp.png")
     fig.savefig(tmp, dpi=100)
     tmp.replace(path)
-    plt.close(fig)
     return image
