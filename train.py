@@ -17,19 +17,21 @@ def main(cfg: DictConfig) -> None:
     from diffuser.build import build_dataset, build_model, load_env_data
     from diffuser.training.setup import maze2d_sample_fn, record_config, resume_config
     from diffuser.training.trainer import Trainer
+    from diffuser.utils.cli import user_errors
     from diffuser.utils.git import write_git_info
     from diffuser.utils.logging import Logger
     from diffuser.utils.seeding import resolve_device, seed_everything
 
-    config = resume_config(OmegaConf.to_object(cfg))
+    with user_errors():  # bad input (missing data, wrong keys or dims) → one line, not a traceback
+        config = resume_config(OmegaConf.to_object(cfg))
+        seed_everything(config.seed)
+        data, dataset_path = load_env_data(config.env)
+        dataset = build_dataset(data, config.env, horizon=config.horizon, kind=config.model.kind)
+        model = build_model(
+            config.model.kind, dataset.normalizer, horizon=config.horizon, observation_dim=dataset.observation_dim,
+            action_dim=dataset.action_dim, model=config.model, diffusion=config.diffusion,
+        )
     run_dir = Path(config.run_dir)
-    seed_everything(config.seed)
-    data, dataset_path = load_env_data(config.env)
-    dataset = build_dataset(data, config.env, horizon=config.horizon, kind=config.model.kind)
-    model = build_model(
-        config.model.kind, dataset.normalizer, horizon=config.horizon, observation_dim=dataset.observation_dim,
-        action_dim=dataset.action_dim, model=config.model, diffusion=config.diffusion,
-    )
     record = record_config(config, dataset, dataset_path)
     record["git_commit"] = write_git_info(run_dir)
     logger = Logger(
@@ -37,9 +39,8 @@ def main(cfg: DictConfig) -> None:
         group=f"{config.env.name}-{config.exp_name}",
         name=f"{config.env.name}__{config.exp_name}__s{config.seed}__{run_dir.name}",
     )
-    is_maze = config.env.name.startswith("maze2d") and config.model.kind == "diffusion"
     sample_fn = None
-    if is_maze:
+    if config.env.name.startswith("maze2d") and config.model.kind == "diffusion":
         sample_fn = maze2d_sample_fn(dataset, logger, run_dir, config.env.name, config.trainer.n_samples, config.seed)
     trainer_kwargs = {k: v for k, v in dataclasses.asdict(config.trainer).items() if k != "n_samples"}
     Trainer(
@@ -48,7 +49,6 @@ def main(cfg: DictConfig) -> None:
     ).train()
     logger.finish()
     print(f"run folder: {run_dir}")
-
 
 if __name__ == "__main__":
     check_overrides([a for a in sys.argv[1:] if not a.startswith("-")], TrainConfig)
