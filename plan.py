@@ -1,9 +1,15 @@
-"""Evaluate a Maze2D diffusion run. `python plan.py` evaluates the newest default run; see configs/plan.yaml."""
+"""Evaluate a run. `python plan.py` evaluates the newest default Maze2D run; see configs/plan.yaml.
+
+Maze2D: plan once per episode (start and goal inpainted) and track the plan. Locomotion: replan every step with
+value guidance (diffusion_run + value_run), or act with a BC run (diffusion_run=<bc run> guide=none).
+"""
 
 import dataclasses
 import json
+import os
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import hydra
@@ -12,44 +18,75 @@ from omegaconf import DictConfig, OmegaConf
 from diffuser.config import PlanConfig, check_overrides, register_configs
 
 register_configs()
+if "DISPLAY" not in os.environ:  # offscreen MuJoCo rendering for the rollout video (read when mujoco is imported)
+    os.environ.setdefault("MUJOCO_GL", "egl")
 
 
 @hydra.main(config_path="configs", config_name="plan", version_base=None)
 def main(cfg: DictConfig) -> None:
-    from diffuser.envs import make_env
+    from diffuser.baselines.bc import BCPlanner
+    from diffuser.envs import make_env, normalized_score
+    from diffuser.envs.locomotion import is_locomotion, make_locomotion_env
+    from diffuser.guides.value_guide import ValueGuide
+    from diffuser.planning.guided import GuidedPlanner
     from diffuser.planning.maze2d import Maze2dPlanner
-    from diffuser.planning.report import write_maze2d_report
-    from diffuser.planning.rollout import run_maze2d_episodes
-    from diffuser.utils.checkpoint import check_env_dims, find_latest_run, load_run
+    from diffuser.planning.report import write_locomotion_report, write_maze2d_report
+    from diffuser.planning.rollout import run_locomotion_episodes, run_maze2d_episodes
+    from diffuser.utils.checkpoint import check_compatible, check_env_dims, find_latest_run, load_run
     from diffuser.utils.cli import user_errors
     from diffuser.utils.logging import Logger
     from diffuser.utils.seeding import resolve_device, seed_everything
 
     config: PlanConfig = OmegaConf.to_object(cfg)
     seed_everything(config.seed)
-    with user_errors():  # bad input (no run, unreadable weights, wrong dims) → one line, not a traceback
-        run_path = config.diffusion_run or find_latest_run(config.runs_root, config.env.name, config.exp_name)
-        run = load_run(run_path, resolve_device(config.device), config.checkpoint)
-        envs = [make_env(config.env.name) for _ in range(config.planner.n_episodes)]
+    name, device, locomotion = config.env.name, resolve_device(config.device), is_locomotion(config.env.name)
+    with user_errors():  # bad input (no run, unreadable weights, wrong dims, mismatched runs) → one line
+        run_path = config.diffusion_run or find_latest_run(config.runs_root, name, config.exp_name)
+        run = load_run(run_path, device, config.checkpoint)
+        value = None
+        if locomotion and run.config["model"]["kind"] == "diffusion" and config.guide.kind == "value":
+            if config.value_run is None:
+                raise ValueError("guide=value needs value_run=/path/to/value/run (or guide=none to plan unguided)")
+            value = load_run(config.value_run, device)
+            check_compatible(run, value, config.env.discount)
+        make = partial(make_locomotion_env, name, config.env.gym_version) if locomotion else partial(make_env, name)
+        envs = [make(**({"render_mode": "rgb_array"} if i == 0 and locomotion and config.planner.video else {}))
+                for i in range(config.planner.n_episodes)]
         check_env_dims(envs[0], run.config["dims"], run_path)
-    if run.config["env"]["name"] != config.env.name:
-        print(f"warning: {run_path} was trained on {run.config['env']['name']}, evaluating on {config.env.name}")
+    if run.config["env"]["name"] != name:
+        print(f"warning: {run_path} was trained on {run.config['env']['name']}, evaluating on {name}")
     out_dir = Path(run_path) / "plans" / f"{time.strftime('%Y-%m-%d_%H-%M-%S')}_s{config.seed}"
     logger = Logger(
         out_dir, **dataclasses.asdict(config.logger), job_type="plan", config=dataclasses.asdict(config),
-        group=f"{config.env.name}-{run.config['exp_name']}",
-        name=f"{config.env.name}__plan__s{config.seed}__{out_dir.name}",
+        group=f"{name}-{run.config['exp_name']}", name=f"{name}__plan__s{config.seed}__{out_dir.name}",
     )
-    tick = time.perf_counter()
-    results = run_maze2d_episodes(
-        envs, Maze2dPlanner(run.model), seed=config.seed, multi_task=config.planner.multi_task,
-        max_episode_steps=config.planner.max_episode_steps,
-    )
-    seconds = time.perf_counter() - tick
-    summary = write_maze2d_report(out_dir, results, config, run, envs[0].unwrapped.maze_arr, logger, seconds)
+    if locomotion:
+        if run.config["model"]["kind"] == "bc":
+            policy = BCPlanner(run.model)
+        else:
+            g = config.guide
+            policy = GuidedPlanner(
+                run.model, ValueGuide(value.model.model) if value is not None else None,
+                batch_size=config.planner.batch_size, scale=g.scale, n_guide_steps=g.n_guide_steps,
+                t_stopgrad=g.t_stopgrad, scale_grad_by_std=g.scale_grad_by_std,
+            )
+        results = run_locomotion_episodes(
+            envs, policy, partial(normalized_score, name), seed=config.seed,
+            max_episode_steps=config.planner.max_episode_steps or 1000, render_first=config.planner.video,
+        )
+        summary = write_locomotion_report(out_dir, results, config, run, value, logger)
+    else:
+        tick = time.perf_counter()
+        results = run_maze2d_episodes(
+            envs, Maze2dPlanner(run.model), seed=config.seed, multi_task=config.planner.multi_task,
+            max_episode_steps=config.planner.max_episode_steps,
+        )
+        seconds = time.perf_counter() - tick
+        summary = write_maze2d_report(out_dir, results, config, run, envs[0].unwrapped.maze_arr, logger, seconds)
     logger.finish()
     print(json.dumps(summary, indent=2))
     print(f"results: {out_dir / 'results.json'}")
+
 
 if __name__ == "__main__":
     check_overrides([a for a in sys.argv[1:] if not a.startswith("-")], PlanConfig)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from diffuser.baselines.bc import MLPPolicy
 from diffuser.config import DiffusionConfig, EnvConfig, ModelConfig
 from diffuser.datasets.d4rl import DatasetNotFoundError, find_dataset, load_d4rl
 from diffuser.datasets.normalization import Normalizer
@@ -14,7 +15,7 @@ from diffuser.datasets.sequence import GoalDataset, SequenceDataset, ValueDatase
 from diffuser.diffusion.gaussian import GaussianDiffusion, ValueDiffusion
 from diffuser.models import TemporalUnet, ValueFunction
 
-MODEL_KINDS = ("diffusion", "value")
+MODEL_KINDS = ("diffusion", "value", "bc")
 
 
 def _is_maze2d(name: str) -> bool:
@@ -24,11 +25,11 @@ def _is_maze2d(name: str) -> bool:
 def load_env_data(env: EnvConfig) -> tuple[dict[str, np.ndarray], Path]:
     """Find (or, for Maze2D with generate_if_missing, generate) the env's dataset, load and preprocess it."""
     name = env.dataset or env.name
-    how = (
-        f"python -m diffuser.datasets.maze2d_generate --env {env.name}  (or env.generate_if_missing=true)"
-        if _is_maze2d(env.name)
-        else "bring a D4RL-layout HDF5 file and pass env.dataset=/path/to/file.hdf5"
-    )
+    if _is_maze2d(env.name):
+        how = f"python -m diffuser.datasets.maze2d_generate --env {env.name}  (or env.generate_if_missing=true)"
+    else:
+        how = (f"python -m diffuser.datasets.collect --dataset {env.name}, or bring a D4RL-layout HDF5 file "
+               "and pass env.dataset=/path/to/file.hdf5")
     try:
         path = find_dataset(name, how_to_make=how)
     except DatasetNotFoundError:
@@ -42,13 +43,17 @@ def load_env_data(env: EnvConfig) -> tuple[dict[str, np.ndarray], Path]:
 
 
 def build_dataset(data: dict[str, np.ndarray], env: EnvConfig, *, horizon: int, kind: str) -> SequenceDataset:
-    """ValueDataset for value models; GoalDataset or SequenceDataset for diffusion models."""
+    """ValueDataset for value models; GoalDataset or SequenceDataset for diffusion models; horizon-1 windows for BC."""
     if kind not in MODEL_KINDS:
         raise ValueError(f"unknown model kind '{kind}'; valid: {list(MODEL_KINDS)}")
-    cls = ValueDataset if kind == "value" else GoalDataset if env.goal_conditioned else SequenceDataset
+    cls = SequenceDataset
+    if kind == "value":
+        cls = ValueDataset
+    elif kind == "diffusion" and env.goal_conditioned:
+        cls = GoalDataset
     return cls(
         data,
-        horizon=horizon,
+        horizon=1 if kind == "bc" else horizon,
         normalizer=env.normalizer,
         max_path_length=env.max_path_length,
         use_padding=env.use_padding,
@@ -67,10 +72,12 @@ def build_model(
     action_dim: int,
     model: ModelConfig,
     diffusion: DiffusionConfig,
-) -> GaussianDiffusion:
-    """GaussianDiffusion over a TemporalUnet, or ValueDiffusion over a ValueFunction."""
+) -> GaussianDiffusion | MLPPolicy:
+    """GaussianDiffusion over a TemporalUnet, ValueDiffusion over a ValueFunction, or the BC MLPPolicy."""
     if kind not in MODEL_KINDS:
         raise ValueError(f"unknown model kind '{kind}'; valid: {list(MODEL_KINDS)}")
+    if kind == "bc":
+        return MLPPolicy(normalizer, observation_dim=observation_dim, action_dim=action_dim, hidden_dim=model.dim)
     transition_dim = observation_dim + action_dim
     net_cls = ValueFunction if kind == "value" else TemporalUnet
     net = net_cls(

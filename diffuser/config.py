@@ -28,15 +28,16 @@ class EnvConfig:
     use_padding: bool = False  # let windows run past an episode's end into zero rows
     drop_last_transition: bool = True  # Maze2D: drop each segment's last row, as the original does
     termination_penalty: float = 0.0  # added to the last reward of an episode that ends in a terminal
-    discount: float = 0.997  # value targets (training) and planning share this one discount
+    discount: float = 0.997  # value targets; planning reads it from the value run, so the two cannot differ
+    gym_version: str = "v4"  # locomotion: gymnasium Hopper/Walker2d/HalfCheetah-v4 (D4RL parity) or v5
 
 
 @dataclass
 class ModelConfig:
     """Network: the diffusion TemporalUnet or the ValueFunction."""
 
-    kind: str = "diffusion"  # diffusion | value
-    dim: int = 32  # base channel width
+    kind: str = "diffusion"  # diffusion | value | bc
+    dim: int = 32  # base channel width (bc: hidden width of the MLP)
     dim_mults: list[int] = field(default_factory=lambda: [1, 4, 8])  # absolute width multipliers per level
     attention: bool = False  # linear attention in every level (HalfCheetah)
 
@@ -99,13 +100,26 @@ class TrainConfig:
 
 
 @dataclass
-class PlannerConfig:
-    """Maze2D planner and evaluation."""
+class GuideConfig:
+    """Value guidance of the reverse process (locomotion; REFERENCE §5.1)."""
 
-    n_episodes: int = 150  # evaluated together: one batched planning call
-    multi_task: bool = False  # Multi2D: a random goal per episode instead of the env's fixed goal
-    max_episode_steps: Optional[int] = None  # None: the env's own limit (300 / 600 / 800)
-    n_images: int = 10  # planned paths drawn as PNG (first episodes)
+    kind: str = "value"  # value | none
+    scale: float = 0.1  # step size of the guide gradient
+    n_guide_steps: int = 2  # gradient steps per denoising step
+    t_stopgrad: int = 2  # no guidance for t < t_stopgrad
+    scale_grad_by_std: bool = True  # multiply the gradient by the posterior variance (the original's flag name)
+
+
+@dataclass
+class PlannerConfig:
+    """Planner and evaluation (Maze2D: plan once and track; locomotion: replan every step)."""
+
+    n_episodes: int = 150  # evaluated together: one batched planning call per env step
+    multi_task: bool = False  # Maze2D only: a random goal per episode instead of the env's fixed goal
+    max_episode_steps: Optional[int] = None  # None: the env's own limit (Maze2D 300 / 600 / 800; locomotion 1000)
+    n_images: int = 10  # Maze2D: planned paths drawn in the composite PNG
+    batch_size: int = 64  # locomotion: candidate plans per env, the best by value is executed
+    video: bool = True  # locomotion: MP4 of the first episode (MuJoCo offscreen; MUJOCO_GL=egl without a display)
 
 
 @dataclass
@@ -114,23 +128,15 @@ class PlanConfig:
 
     env: EnvConfig = field(default_factory=EnvConfig)
     planner: PlannerConfig = field(default_factory=PlannerConfig)
+    guide: GuideConfig = field(default_factory=GuideConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
-    diffusion_run: Optional[str] = None  # run folder; None = newest under runs/<env>/<exp_name>/
+    diffusion_run: Optional[str] = None  # run folder (diffusion or bc); None = newest under runs/<env>/<exp_name>/
+    value_run: Optional[str] = None  # locomotion with guide=value: the value run folder
     checkpoint: Optional[str] = None  # step folder name; None = the run's latest
     exp_name: str = "cpu"
     runs_root: str = "runs"
     seed: int = 0
     device: str = "auto"
-
-
-GROUPS = {
-    "env": EnvConfig,
-    "model": ModelConfig,
-    "diffusion": DiffusionConfig,
-    "trainer": TrainerConfig,
-    "logger": LoggerConfig,
-    "planner": PlannerConfig,
-}
 
 
 def register_configs() -> None:

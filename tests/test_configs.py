@@ -49,8 +49,9 @@ def test_default_is_the_cpu_preset_and_paper_presets_match_the_paper():
         assert not config.diffusion.predict_epsilon and config.trainer.n_train_steps == 2_000_000
 
 
-def test_command_line_groups_beat_the_experiment_overlay():
-    config = compose_to_object("train", ["trainer=debug"])
+@pytest.mark.parametrize("experiment", options("experiment"))
+def test_command_line_groups_beat_the_experiment_overlay(experiment):
+    config = compose_to_object("train", [f"experiment={experiment}", "trainer=debug"])
     assert config.trainer.n_train_steps == 4
 
 

@@ -51,10 +51,14 @@ class GuidedPlanner:
                 scale_grad_by_std=scale_grad_by_std,
             )
 
+    @property
+    def device(self) -> torch.device:
+        return self.diffusion.schedule.betas.device
+
     @torch.no_grad()
     def __call__(self, observations: np.ndarray, generator: torch.Generator | None = None) -> PlanStep:
         """Plan for N envs at once; observations are raw (unnormalized)."""
-        device = self.diffusion.schedule.betas.device
+        device = self.device
         observations = torch.as_tensor(np.asarray(observations), dtype=torch.float32, device=device)
         n = observations.shape[0]
         states = self.diffusion.normalize_observation(observations).repeat_interleave(self.batch_size, dim=0)

@@ -75,3 +75,55 @@ def write_maze2d_report(
     logger.summary({"eval/normalized_score": summary["normalized_score_mean"],
                     "eval/normalized_score_se": summary["normalized_score_se"]})
     return summary
+
+
+def write_locomotion_report(
+    out_dir: Path, results, config, run: Run, value_run: Run | None, logger: Logger, fps: int = 30
+) -> dict:
+    """results.json (per-episode and mean ± s.e.), config.yaml and media/rollout.mp4; returns the summary."""
+    out_dir = Path(out_dir)
+    summary = results.summary()
+    record = {
+        "summary": summary,
+        "episodes": [
+            {"seed": seed, "return": float(r), "normalized_score": float(s), "length": int(n), "terminal": bool(d)}
+            for seed, r, s, n, d in zip(
+                results.seeds, results.returns, results.normalized_scores, results.lengths, results.terminals
+            )
+        ],
+        "diffusion_run": str(run.path),
+        "value_run": str(value_run.path) if value_run is not None else None,
+        "train_step": run.step,
+        "config": dataclasses.asdict(config),
+    }
+    atomic_write_text(out_dir / "results.json", json.dumps(record, indent=2))
+    write_config(out_dir, record["config"])
+    logger.log(
+        {
+            "eval/normalized_score": summary["normalized_score_mean"],
+            "eval/normalized_score_se": summary["normalized_score_se"],
+            "eval/return": summary["return_mean"],
+            "eval/episode_length": summary["episode_length_mean"],
+            "plan/seconds_per_step": summary["seconds_per_step"],
+            "plan/value_mean": results.value_mean,
+        },
+        step=run.step,
+    )
+    logger.log_table(
+        "eval/episodes",
+        ["seed", "return", "normalized_score", "length", "terminal"],
+        [[e["seed"], e["return"], e["normalized_score"], e["length"], e["terminal"]] for e in record["episodes"]],
+        step=run.step,
+    )
+    if results.frames is not None:
+        import imageio.v2 as imageio
+
+        path = out_dir / "media" / "rollout.mp4"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(".rollout.tmp.mp4")
+        imageio.mimwrite(tmp, list(results.frames), fps=fps, macro_block_size=1)
+        tmp.replace(path)
+        logger.log_video("media/rollout", results.frames, fps=fps, step=run.step)
+    logger.summary({"eval/normalized_score": summary["normalized_score_mean"],
+                    "eval/normalized_score_se": summary["normalized_score_se"]})
+    return summary

@@ -76,3 +76,79 @@ def run_maze2d_episodes(
         scores[i] = 100 * env.unwrapped.get_normalized_score(total)
         executed.append(np.stack(path))
     return EpisodeResults(returns, scores, lengths, [seed + i for i in range(n)], observations, goals, plan, executed)
+
+
+@dataclass
+class LocomotionResults:
+    """Per-episode outcomes of receding-horizon control; normalized scores are D4RL fractions ×100."""
+
+    returns: np.ndarray
+    normalized_scores: np.ndarray
+    lengths: np.ndarray
+    terminals: np.ndarray
+    seeds: list[int]
+    seconds_per_step: float  # planning seconds per env step (all envs of a step share one call)
+    value_mean: float  # mean value of the executed plans (0 without a guide)
+    frames: np.ndarray | None = None  # (T, H, W, 3) uint8 of the first episode
+
+    def summary(self) -> dict[str, float]:
+        """Mean ± standard error (std ddof 0 / √n) of scores and returns, plus lengths and planning latency."""
+        n = len(self.returns)
+        return {
+            "normalized_score_mean": float(self.normalized_scores.mean()),
+            "normalized_score_se": float(self.normalized_scores.std() / np.sqrt(n)),
+            "return_mean": float(self.returns.mean()),
+            "return_se": float(self.returns.std() / np.sqrt(n)),
+            "episode_length_mean": float(self.lengths.mean()),
+            "seconds_per_step": self.seconds_per_step,
+            "n_episodes": n,
+        }
+
+
+def run_locomotion_episodes(
+    envs: list,
+    policy,
+    normalized_score,
+    *,
+    seed: int,
+    max_episode_steps: int = 1000,
+    render_first: bool = False,
+) -> LocomotionResults:
+    """Replan every step from fresh noise for every running episode (one policy call per step), act, repeat.
+
+    envs: gymnasium envs, stepped unwrapped (no TimeLimit): episodes end on termination or after
+    max_episode_steps. policy(observations (M, obs_dim), generator) → PlanStep, with a ``device`` for the
+    generator. normalized_score(R) → fraction.
+    """
+    import time
+
+    n = len(envs)
+    observations = np.stack([np.asarray(env.reset(seed=seed + i)[0], dtype=np.float64) for i, env in enumerate(envs)])
+    running = np.ones(n, dtype=bool)
+    returns, lengths, terminals = np.zeros(n), np.zeros(n, dtype=int), np.zeros(n, dtype=bool)
+    frames = [envs[0].unwrapped.render()] if render_first else None
+    generator = torch.Generator(device=policy.device).manual_seed(seed)
+    planning_seconds, steps, values = 0.0, 0, []
+    for _ in range(max_episode_steps):
+        active = np.flatnonzero(running)
+        if len(active) == 0:
+            break
+        tick = time.perf_counter()
+        step = policy(observations[active], generator)
+        planning_seconds += time.perf_counter() - tick
+        steps += 1
+        values.append(float(np.mean(step.values)))
+        for k, i in enumerate(active):
+            obs, reward, terminated, _, _ = envs[i].unwrapped.step(step.actions[k])
+            observations[i] = obs
+            returns[i] += float(reward)
+            lengths[i] += 1
+            if i == 0 and frames is not None:
+                frames.append(envs[0].unwrapped.render())
+            if terminated:
+                running[i], terminals[i] = False, True
+    scores = np.array([100 * normalized_score(r) for r in returns])
+    return LocomotionResults(
+        returns, scores, lengths, terminals, [seed + i for i in range(n)], planning_seconds / max(steps, 1),
+        float(np.mean(values)) if values else 0.0, np.stack(frames) if frames is not None else None,
+    )

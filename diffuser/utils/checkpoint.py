@@ -160,3 +160,35 @@ def check_env_dims(env, dims: dict[str, int], run_path: str | Path) -> None:
                 f"run {run_path} was trained with {key}={dims[key]} but env '{env.spec.id}' has {key}={value}; "
                 "evaluate it on the env it was trained for"
             )
+
+
+def check_compatible(diffusion: Run, value: Run, discount: float) -> None:
+    """Refuse a diffusion/value pair that was not trained on the same data and settings, naming both sides.
+
+    Compares horizon, diffusion steps, dims, normalizer kind and statistics, and the value run's discount with the
+    planning config's, so the original's 0.99/0.997 mismatch cannot happen silently.
+    """
+    a, b = diffusion.config, value.config
+    if b["model"]["kind"] != "value":
+        raise ValueError(f"value_run {value.path} holds a '{b['model']['kind']}' model, not a value model")
+    pairs = {
+        "horizon": (a["horizon"], b["horizon"]),
+        "diffusion.n_diffusion_steps": (a["diffusion"]["n_diffusion_steps"], b["diffusion"]["n_diffusion_steps"]),
+        "dims": (a["dims"], b["dims"]),
+        "env.normalizer": (a["env"]["normalizer"], b["env"]["normalizer"]),
+    }
+    for key, (x, y) in pairs.items():
+        if x != y:
+            raise ValueError(f"diffusion run {diffusion.path} has {key}={x} but value run {value.path} has {key}={y}")
+    if b["env"]["discount"] != discount:
+        raise ValueError(
+            f"value run {value.path} was trained with discount {b['env']['discount']} but planning uses "
+            f"env.discount={discount}; retrain the value model or pass env.discount={b['env']['discount']}"
+        )
+    other = value.model.normalizer.state_dict()
+    for name, stat in diffusion.model.normalizer.state_dict().items():
+        if not torch.allclose(stat, other[name].to(stat.device), rtol=1e-5, atol=1e-6):
+            raise ValueError(
+                f"normalizer statistics '{name}' differ between diffusion run {diffusion.path} and value run "
+                f"{value.path}: they were fitted on different data"
+            )

@@ -1,0 +1,66 @@
+"""Locomotion end to end: diffusion, value and BC runs on a tiny hopper-shaped dataset, then guided planning."""
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import locomotion_arrays
+from diffuser.datasets.d4rl import write_d4rl
+from diffuser.envs.locomotion import locomotion_normalized_score, make_locomotion_env, parse_locomotion_name
+from test_smoke import run
+
+
+def test_names_envs_and_reference_scores():
+    assert parse_locomotion_name("hopper-medium-expert-v2").level == "medium-expert"
+    with pytest.raises(ValueError, match="not a locomotion dataset name"):
+        parse_locomotion_name("hopper-mediocre-v2")
+    env = make_locomotion_env("walker2d-medium-v2")
+    assert env.spec.id == "Walker2d-v4" and env.observation_space.shape == (17,) and env.spec.max_episode_steps == 1000
+    assert make_locomotion_env("hopper-medium-v2", "v5").spec.id == "Hopper-v5"
+    assert locomotion_normalized_score("hopper-medium-v2", -20.272305) == pytest.approx(0.0)
+    assert locomotion_normalized_score("halfcheetah-medium-v2", 12135.0) == pytest.approx(1.0)
+    assert locomotion_normalized_score("hopper-medium-v2", 1422.1) == pytest.approx(0.4432, abs=1e-4)
+
+
+@pytest.fixture(scope="module")
+def hopper_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("d4rl_hopper")
+    write_d4rl(root / "hopper-medium-v2.hdf5", locomotion_arrays((60, 45, 80), (True, False, True), 11, 3, seed=1))
+    return root
+
+
+@pytest.mark.slow
+def test_train_value_bc_and_plan_with_guidance(tmp_path, hopper_dir):
+    base = ["experiment=locomotion", "trainer=debug", "logger=disabled", "model.dim=8"]
+    diffusion, value, bc = tmp_path / "diffusion", tmp_path / "value", tmp_path / "bc"
+    run("train.py", *base, f"run_dir={diffusion}", env_dir=hopper_dir)
+    run("train.py", *base, "model=value_unet", f"run_dir={value}", env_dir=hopper_dir)
+    run("train.py", *base, "model=mlp_bc", "model.dim=16", f"run_dir={bc}", env_dir=hopper_dir)
+    metrics = [json.loads(line) for line in (value / "metrics.jsonl").read_text().splitlines()]
+    assert {"value/loss", "value/corr", "value/pred_mean", "value/targ_mean"} <= set(metrics[0])
+
+    plan = ["env=locomotion", "planner=locomotion", "planner.n_episodes=2", "planner.max_episode_steps=4",
+            "planner.batch_size=3", "logger=disabled"]
+    run("plan.py", *plan, f"diffusion_run={diffusion}", f"value_run={value}", env_dir=hopper_dir)
+    out = next((diffusion / "plans").iterdir())
+    results = json.loads((out / "results.json").read_text())
+    assert [e["seed"] for e in results["episodes"]] == [0, 1]
+    assert all(1 <= e["length"] <= 4 for e in results["episodes"])
+    assert results["summary"]["seconds_per_step"] > 0 and results["value_run"] == str(value)
+    assert (out / "media" / "rollout.mp4").stat().st_size > 0
+
+    run("plan.py", *plan, f"diffusion_run={bc}", "guide=none", "planner.video=false", env_dir=hopper_dir)
+    results = json.loads((next((bc / "plans").iterdir()) / "results.json").read_text())
+    assert len(results["episodes"]) == 2 and np.isfinite(results["summary"]["normalized_score_mean"])
+
+    # Mismatched pairs are refused with one line naming both sides.
+    bad = run("plan.py", *plan, f"diffusion_run={diffusion}", f"value_run={value}", "env.discount=0.99",
+              env_dir=hopper_dir, check=False)
+    assert bad.returncode != 0 and "discount 0.997" in bad.stderr and "env.discount=0.99" in bad.stderr
+    short = tmp_path / "value_h16"
+    run("train.py", *base, "model=value_unet", "horizon=16", f"run_dir={short}", env_dir=hopper_dir)
+    bad = run("plan.py", *plan, f"diffusion_run={diffusion}", f"value_run={short}", env_dir=hopper_dir, check=False)
+    assert bad.returncode != 0 and "horizon=32" in bad.stderr and "horizon=16" in bad.stderr
+    bad = run("plan.py", *plan, f"diffusion_run={diffusion}", env_dir=hopper_dir, check=False)
+    assert bad.returncode != 0 and "value_run" in bad.stderr
