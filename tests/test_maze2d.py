@@ -1,4 +1,4 @@
-"""Tests for the D4RL maze2d port: registration, dynamics, rewards, scores, the waypoint controller and data generation."""
+"""Tests for the D4RL maze2d port: registration, dynamics, rewards, scores, waypoint controller, data generation."""
 
 from __future__ import annotations
 

@@ -102,6 +102,12 @@ def load_d4rl(path: str | os.PathLike, required: Iterable[str] = REQUIRED_KEYS) 
     return data
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_d4rl(
     path: str | os.PathLike,
     arrays: Mapping[str, np.ndarray],
@@ -125,6 +131,7 @@ def write_d4rl(
                 f.create_dataset(key, data=value, **opts)
             for key, value in (attrs or {}).items():
                 f.attrs[key] = value
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

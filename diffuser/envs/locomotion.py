@@ -23,7 +23,7 @@ REF_SCORES = {
 DIMS = {"hopper": (11, 3), "walker2d": (17, 6), "halfcheetah": (17, 6)}  # (observation_dim, action_dim)
 LEVELS = ("random", "medium", "expert", "medium-replay", "medium-expert", "full-replay")
 GYM_VERSIONS = ("v4", "v5")
-_NAME = re.compile(r"^(hopper|walker2d|halfcheetah)-([a-z-]+)-(v\d+)$")
+_NAME = re.compile(r"^(hopper|walker2d|halfcheetah)-([a-z-]+)-(v[012])$")  # D4RL's locomotion versions
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ def parse_locomotion_name(name: str) -> LocomotionName:
     match = _NAME.match(name)
     if match is None or match.group(2) not in LEVELS:
         raise ValueError(
-            f"'{name}' is not a locomotion dataset name: expected <env>-<level>-v<N> with env in "
+            f"'{name}' is not a locomotion dataset name: expected <env>-<level>-v<0|1|2> with env in "
             f"{sorted(GYM_NAMES)} and level in {list(LEVELS)}"
         )
     return LocomotionName(*match.groups())
