@@ -14,6 +14,21 @@ from diffuser.utils.logging import Logger
 from diffuser.utils.rendering import save_maze2d_figure
 
 
+def log_eval(logger: Logger, summary: dict, step: int) -> None:
+    """The eval/ scalars of a summary, logged and put in the run summary."""
+    logger.log(
+        {
+            "eval/normalized_score": summary["normalized_score_mean"],
+            "eval/normalized_score_se": summary["normalized_score_se"],
+            "eval/return": summary["return_mean"],
+            "eval/episode_length": summary["episode_length_mean"],
+        },
+        step=step,
+    )
+    logger.summary({"eval/normalized_score": summary["normalized_score_mean"],
+                    "eval/normalized_score_se": summary["normalized_score_se"]})
+
+
 def write_maze2d_report(
     out_dir: Path, results: EpisodeResults, config, run: Run, maze_arr: np.ndarray, logger: Logger, seconds: float
 ) -> dict:
@@ -56,15 +71,7 @@ def write_maze2d_report(
         out_dir / "media" / "plans.png", maze_arr, list(results.plan.observations[:k]), list(results.goals[:k]),
         results.trajectories[:k], [f"{s:.1f}" for s in results.normalized_scores[:k]],
     )
-    logger.log(
-        {
-            "eval/normalized_score": summary["normalized_score_mean"],
-            "eval/normalized_score_se": summary["normalized_score_se"],
-            "eval/return": summary["return_mean"],
-            "eval/episode_length": summary["episode_length_mean"],
-        },
-        step=run.step,
-    )
+    log_eval(logger, summary, run.step)
     logger.log_image("media/plan", image, step=run.step)
     logger.log_table(
         "eval/episodes",
@@ -72,8 +79,6 @@ def write_maze2d_report(
         [[e["seed"], e["return"], e["normalized_score"], e["length"]] for e in record["episodes"]],
         step=run.step,
     )
-    logger.summary({"eval/normalized_score": summary["normalized_score_mean"],
-                    "eval/normalized_score_se": summary["normalized_score_se"]})
     return summary
 
 
@@ -98,17 +103,9 @@ def write_locomotion_report(
     }
     atomic_write_text(out_dir / "results.json", json.dumps(record, indent=2))
     write_config(out_dir, record["config"])
-    logger.log(
-        {
-            "eval/normalized_score": summary["normalized_score_mean"],
-            "eval/normalized_score_se": summary["normalized_score_se"],
-            "eval/return": summary["return_mean"],
-            "eval/episode_length": summary["episode_length_mean"],
-            "plan/seconds_per_step": summary["seconds_per_step"],
-            "plan/value_mean": results.value_mean,
-        },
-        step=run.step,
-    )
+    log_eval(logger, summary, run.step)
+    logger.log({"plan/seconds_per_step": summary["seconds_per_step"], "plan/value_mean": results.value_mean},
+               step=run.step)
     logger.log_table(
         "eval/episodes",
         ["seed", "return", "normalized_score", "length", "terminal"],
@@ -124,6 +121,4 @@ def write_locomotion_report(
         imageio.mimwrite(tmp, list(results.frames), fps=fps, macro_block_size=1)
         tmp.replace(path)
         logger.log_video("media/rollout", results.frames, fps=fps, step=run.step)
-    logger.summary({"eval/normalized_score": summary["normalized_score_mean"],
-                    "eval/normalized_score_se": summary["normalized_score_se"]})
     return summary

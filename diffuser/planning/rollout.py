@@ -10,6 +10,19 @@ import torch
 from diffuser.planning.maze2d import Maze2dPlanner, Plan, track_waypoint
 
 
+def episode_summary(returns: np.ndarray, normalized_scores: np.ndarray, lengths: np.ndarray) -> dict[str, float]:
+    """Mean ± standard error over episodes, the standard error being std (ddof 0) / √n as in the original."""
+    n = len(returns)
+    return {
+        "normalized_score_mean": float(normalized_scores.mean()),
+        "normalized_score_se": float(normalized_scores.std() / np.sqrt(n)),
+        "return_mean": float(returns.mean()),
+        "return_se": float(returns.std() / np.sqrt(n)),
+        "episode_length_mean": float(lengths.mean()),
+        "n_episodes": n,
+    }
+
+
 @dataclass
 class EpisodeResults:
     """Per-episode outcomes; normalized scores are D4RL fractions ×100."""
@@ -24,16 +37,8 @@ class EpisodeResults:
     trajectories: list[np.ndarray] = field(default_factory=list)  # executed (T, 4) observations per episode
 
     def summary(self) -> dict[str, float]:
-        """Mean ± standard error (std with ddof 0 over √n, as the original) of scores and returns."""
-        n = len(self.returns)
-        return {
-            "normalized_score_mean": float(self.normalized_scores.mean()),
-            "normalized_score_se": float(self.normalized_scores.std() / np.sqrt(n)),
-            "return_mean": float(self.returns.mean()),
-            "return_se": float(self.returns.std() / np.sqrt(n)),
-            "episode_length_mean": float(self.lengths.mean()),
-            "n_episodes": n,
-        }
+        """Mean ± standard error of scores and returns (see episode_summary)."""
+        return episode_summary(self.returns, self.normalized_scores, self.lengths)
 
 
 def run_maze2d_episodes(
@@ -92,17 +97,9 @@ class LocomotionResults:
     frames: np.ndarray | None = None  # (T, H, W, 3) uint8 of the first episode
 
     def summary(self) -> dict[str, float]:
-        """Mean ± standard error (std ddof 0 / √n) of scores and returns, plus lengths and planning latency."""
-        n = len(self.returns)
-        return {
-            "normalized_score_mean": float(self.normalized_scores.mean()),
-            "normalized_score_se": float(self.normalized_scores.std() / np.sqrt(n)),
-            "return_mean": float(self.returns.mean()),
-            "return_se": float(self.returns.std() / np.sqrt(n)),
-            "episode_length_mean": float(self.lengths.mean()),
-            "seconds_per_step": self.seconds_per_step,
-            "n_episodes": n,
-        }
+        """Mean ± standard error of scores and returns (see episode_summary), plus planning latency."""
+        summary = episode_summary(self.returns, self.normalized_scores, self.lengths)
+        return {**summary, "seconds_per_step": self.seconds_per_step}
 
 
 def run_locomotion_episodes(
