@@ -98,6 +98,7 @@ def write_locomotion_report(
         ],
         "diffusion_run": str(run.path),
         "value_run": str(value_run.path) if value_run is not None else None,
+        "checkpoint": str(run.checkpoint),
         "train_step": run.step,
         "config": dataclasses.asdict(config),
     }

@@ -1,7 +1,8 @@
-"""Evaluate a Maze2D planner on N episodes that share one batched planning call."""
+"""Episode runners: Maze2D (plan once, track) and locomotion (replan every step), N episodes per planning call."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -117,8 +118,6 @@ def run_locomotion_episodes(
     max_episode_steps. policy(observations (M, obs_dim), generator) → PlanStep, with a ``device`` for the
     generator. normalized_score(R) → fraction.
     """
-    import time
-
     n = len(envs)
     observations = np.stack([np.asarray(env.reset(seed=seed + i)[0], dtype=np.float64) for i, env in enumerate(envs)])
     running = np.ones(n, dtype=bool)
