@@ -43,12 +43,16 @@ def main(cfg: DictConfig) -> None:
     with user_errors():  # bad input (no run, unreadable weights, wrong dims, mismatched runs) → one line
         run_path = config.diffusion_run or find_latest_run(config.runs_root, name, config.exp_name)
         run = load_run(run_path, device, config.checkpoint)
+        print(f"run: {run_path}")
         value = None
         if locomotion and run.config["model"]["kind"] == "diffusion" and config.guide.kind == "value":
-            if config.value_run is None:
-                raise ValueError("guide=value needs value_run=/path/to/value/run (or guide=none to plan unguided)")
-            value = load_run(config.value_run, device)
+            # Default: the newest value run trained beside the default diffusion run (exp_name + "_value").
+            value_path = config.value_run or find_latest_run(
+                config.runs_root, name, f"{config.exp_name}_value", argument="value_run"
+            )
+            value = load_run(value_path, device)
             check_compatible(run, value, config.env.discount)
+            print(f"value run: {value_path}")
         make = partial(make_locomotion_env, name, config.env.gym_version) if locomotion else partial(make_env, name)
         envs = [make(**({"render_mode": "rgb_array"} if i == 0 and locomotion and config.planner.video else {}))
                 for i in range(config.planner.n_episodes)]

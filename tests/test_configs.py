@@ -31,7 +31,7 @@ def test_train_options_compose(override):
     assert isinstance(config, TrainConfig)
 
 
-@pytest.mark.parametrize("override", [f"{g}={o}" for g in ("env", "planner", "logger") for o in options(g)])
+@pytest.mark.parametrize("override", [f"{g}={o}" for g in ("env", "planner", "guide", "logger") for o in options(g)])
 def test_plan_options_compose(override):
     assert isinstance(compose_to_object("plan", [override]), PlanConfig)
 
@@ -47,6 +47,23 @@ def test_default_is_the_cpu_preset_and_paper_presets_match_the_paper():
         assert (config.model.dim, config.model.dim_mults) == (32, [1, 4, 8])
         assert config.env.normalizer == "limits" and config.diffusion.clip_denoised
         assert not config.diffusion.predict_epsilon and config.trainer.n_train_steps == 2_000_000
+
+
+def test_locomotion_presets_pair_up_and_keep_their_models():
+    diffusion = compose_to_object("train", ["experiment=locomotion_cpu"])
+    value = compose_to_object("train", ["experiment=locomotion_cpu_value"])
+    assert (diffusion.model.kind, value.model.kind) == ("diffusion", "value")
+    # plan.py pairs the newest runs of exp_name and exp_name + "_value": they must share what check_compatible checks.
+    assert value.exp_name == diffusion.exp_name + "_value"
+    assert (value.horizon, value.diffusion, value.env) == (diffusion.horizon, diffusion.diffusion, diffusion.env)
+    assert diffusion.trainer.n_train_steps < 1_000_000 and diffusion.model.dim_mults == [1, 2, 4, 8]
+    bc = compose_to_object("train", ["experiment=locomotion_bc"])
+    assert (bc.model.kind, bc.model.dim) == ("bc", 256)  # not the width the diffusion overlays set
+    paper = compose_to_object("train", ["experiment=locomotion"])
+    assert (paper.model.dim, paper.horizon, paper.trainer.n_train_steps) == (32, 32, 1_000_000)
+    for guide, scale, t_stopgrad in [("value", 0.1, 2), ("halfcheetah", 0.001, 4), ("hopper_medium_expert", 1e-4, 4)]:
+        config = compose_to_object("plan", [f"guide={guide}"]).guide
+        assert (config.kind, config.scale, config.t_stopgrad, config.n_guide_steps) == ("value", scale, t_stopgrad, 2)
 
 
 @pytest.mark.parametrize("experiment", options("experiment"))

@@ -92,6 +92,17 @@ def test_guide_step_by_hand():
     torch.testing.assert_close(values, x[:, :, ACT].mean(1))
 
 
+def test_steps_below_t_stopgrad_score_the_plans_without_moving_them():
+    """Where every gradient would be zeroed (t < t_stopgrad), the step is p_sample(x) and the values are J(x, t)."""
+    diffusion = make_diffusion()
+    guide = ValueGuide(FirstStateValue())
+    x, cond, t = torch.randn(4, H, D), {0: torch.zeros(4, OBS)}, torch.tensor([1, 1, 1, 1])
+    out, values = guided_p_sample(diffusion, x.clone(), cond, t, torch.Generator().manual_seed(0), guide=guide,
+                                  scale=0.5, n_guide_steps=2, t_stopgrad=2, scale_grad_by_std=True)
+    expected, _ = diffusion.p_sample(x.clone(), cond, t, torch.Generator().manual_seed(0))
+    assert torch.equal(out, expected) and torch.equal(values, guide(x, t))
+
+
 def test_value_guide_gradient_matches_finite_differences():
     torch.manual_seed(0)
     guide = ValueGuide(ValueFunction(horizon=H, transition_dim=D, dim=8, dim_mults=(1, 4)).double())

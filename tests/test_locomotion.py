@@ -33,16 +33,21 @@ def hopper_dir(tmp_path_factory):
 @pytest.mark.slow
 def test_train_value_bc_and_plan_with_guidance(tmp_path, hopper_dir):
     base = ["experiment=locomotion", "trainer=debug", "logger=disabled", "model.dim=8"]
-    diffusion, value, bc = tmp_path / "diffusion", tmp_path / "value", tmp_path / "bc"
-    run("train.py", *base, f"run_dir={diffusion}", env_dir=hopper_dir)
-    run("train.py", *base, "model=value_unet", f"run_dir={value}", env_dir=hopper_dir)
+    # Diffusion and value runs land where plan.py looks by default: runs_root/env/{exp_name, exp_name_value}/<time>.
+    runs = tmp_path / "runs"
+    run("train.py", *base, f"runs_root={runs}", "exp_name=cpu", env_dir=hopper_dir)
+    run("train.py", *base, "model=value_unet", f"runs_root={runs}", "exp_name=cpu_value", env_dir=hopper_dir)
+    (diffusion,) = (runs / "hopper-medium-v2" / "cpu").iterdir()
+    (value,) = (runs / "hopper-medium-v2" / "cpu_value").iterdir()
+    bc = tmp_path / "bc"
     run("train.py", *base, "model=mlp_bc", "model.dim=16", f"run_dir={bc}", env_dir=hopper_dir)
     metrics = [json.loads(line) for line in (value / "metrics.jsonl").read_text().splitlines()]
     assert {"value/loss", "value/corr", "value/pred_mean", "value/targ_mean"} <= set(metrics[0])
 
     plan = ["env=locomotion", "planner=locomotion", "planner.n_episodes=2", "planner.max_episode_steps=4",
             "planner.batch_size=3", "logger=disabled"]
-    run("plan.py", *plan, f"diffusion_run={diffusion}", f"value_run={value}", env_dir=hopper_dir)
+    out = run("plan.py", *plan, f"runs_root={runs}", env_dir=hopper_dir).stdout
+    assert f"run: {diffusion}" in out and f"value run: {value}" in out
     out = next((diffusion / "plans").iterdir())
     results = json.loads((out / "results.json").read_text())
     assert [e["seed"] for e in results["episodes"]] == [0, 1]
@@ -62,5 +67,6 @@ def test_train_value_bc_and_plan_with_guidance(tmp_path, hopper_dir):
     run("train.py", *base, "model=value_unet", "horizon=16", f"run_dir={short}", env_dir=hopper_dir)
     bad = run("plan.py", *plan, f"diffusion_run={diffusion}", f"value_run={short}", env_dir=hopper_dir, check=False)
     assert bad.returncode != 0 and "horizon=32" in bad.stderr and "horizon=16" in bad.stderr
-    bad = run("plan.py", *plan, f"diffusion_run={diffusion}", env_dir=hopper_dir, check=False)
-    assert bad.returncode != 0 and "value_run" in bad.stderr
+    bad = run("plan.py", *plan, f"diffusion_run={diffusion}", f"runs_root={tmp_path / 'none'}", env_dir=hopper_dir,
+              check=False)
+    assert bad.returncode != 0 and "cpu_value" in bad.stderr and "value_run=" in bad.stderr

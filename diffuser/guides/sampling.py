@@ -33,15 +33,17 @@ def guided_p_sample(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One guided reverse step x_t → x_{t−1}; returns it and the values J of the last guide step (B,)."""
     variance = extract(diffusion.schedule.posterior_log_variance_clipped, t, x.shape).exp()
-    values = None
+    if n_guide_steps == 0 or scale == 0 or bool((t < t_stopgrad).all()):
+        # No guide step can move x (the original computes the gradients and zeroes them): score the plans once,
+        # so they can still be ranked, with no backward pass. Same result.
+        x_prev, _ = diffusion.p_sample(x, cond, t, generator)
+        return x_prev, guide(x, t)
     for _ in range(n_guide_steps):
         values, grad = guide.gradients(x, t)
         if scale_grad_by_std:  # the flag's name says std; the original multiplies by the variance since 2022-10-17
             grad = variance * grad
         grad[t < t_stopgrad] = 0
         x = apply_conditioning(x + scale * grad, cond, diffusion.action_dim)
-    if values is None:  # no guide steps: still score the plans, so they can be ranked
-        values = guide(x, t)
     x_prev, _ = diffusion.p_sample(x, cond, t, generator)
     return x_prev, values
 

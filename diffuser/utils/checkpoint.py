@@ -142,14 +142,14 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu", checkpoint
     return Run(run_dir, config, model.to(device).eval(), step, ckpt)
 
 
-def find_latest_run(runs_root: str | Path, env_name: str, exp_name: str) -> Path:
+def find_latest_run(runs_root: str | Path, env_name: str, exp_name: str, argument: str = "diffusion_run") -> Path:
     """Newest run folder (by name, i.e. time) under runs_root/env_name/exp_name that has a checkpoint."""
     root = Path(runs_root) / env_name / exp_name
     runs = sorted(p for p in root.glob("*") if latest_checkpoint(p) is not None) if root.is_dir() else []
     if not runs:
         raise FileNotFoundError(
             f"no trained run found in {root}. Train one first with `python train.py` "
-            f"(env={env_name}, exp_name={exp_name}), or pass diffusion_run=/path/to/run"
+            f"(env={env_name}, exp_name={exp_name}), or pass {argument}=/path/to/run"
         )
     return runs[-1]
 
