@@ -60,6 +60,8 @@ def main(cfg: DictConfig) -> None:
     if run.config["env"]["name"] != name:
         print(f"warning: {run_path} was trained on {run.config['env']['name']}, evaluating on {name}")
     out_dir = Path(run_path) / "plans" / f"{time.strftime('%Y-%m-%d_%H-%M-%S')}_s{config.seed}"
+    while out_dir.exists():  # two evaluations started in the same second: never overwrite the first
+        out_dir = out_dir.with_name(out_dir.name + "_")
     logger = Logger(
         out_dir, **dataclasses.asdict(config.logger), job_type="plan", config=dataclasses.asdict(config),
         group=f"{name}-{run.config['exp_name']}", name=f"{name}__plan__s{config.seed}__{out_dir.name}",
@@ -73,6 +75,8 @@ def main(cfg: DictConfig) -> None:
                 run.model, ValueGuide(value.model.model) if value is not None else None,
                 batch_size=config.planner.batch_size, scale=g.scale, n_guide_steps=g.n_guide_steps,
                 t_stopgrad=g.t_stopgrad, scale_grad_by_std=g.scale_grad_by_std,
+                n_sample_steps=config.planner.n_sample_steps, warm_start_steps=config.planner.warm_start_steps,
+                bf16=config.planner.bf16,
             )
         results = run_locomotion_episodes(
             envs, policy, partial(normalized_score, name), seed=config.seed,

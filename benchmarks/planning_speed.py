@@ -1,6 +1,7 @@
 """Time value-guided planning at the paper's Hopper settings: our GuidedPlanner against Hugging Face diffusers.
 
 Usage: ``python benchmarks/planning_speed.py [--threads T] [--repeats 7] [--n-envs 1 8 32] [--modes exact ...]
+[--scaling-modes exact ...]
 [--diffusers-no-grad] [--quick]``. diffusers is an optional extra (``pip install -e ".[bench]"``); without it the
 diffusers row is skipped. Not a test.
 
@@ -10,8 +11,8 @@ prediction), U-Net and value net dim 32 with dim_mults (1, 2, 4, 8), 64 candidat
 scale 0.1, t_stopgrad 2.
 
 - **ours**: each entry of ``MODES`` is a set of ``GuidedPlanner`` keyword arguments ("exact" = the paper settings);
-  adding a mode is one dict entry. Every mode is timed at every ``--n-envs`` N: one call plans N envs (N × 64
-  candidates), so one call gives N env steps.
+  adding a mode is one dict entry. Every mode is timed with one env per call; ``--scaling-modes`` also at every
+  ``--n-envs`` N: one call plans N envs (N × batch candidates), so one call gives N env steps.
 - **diffusers**: ``ValueGuidedRLPipeline`` over two ``UNet1DModel`` built with the configs of the converted
   hopper-medium-v2 checkpoints (``DIFFUSERS_UNET``, ``DIFFUSERS_VALUE``) and the hub's ``DDPMScheduler`` settings.
   It needs a D4RL-style env with ``get_dataset()``: ``StandInHopper`` supplies random data. It plans one
@@ -24,7 +25,7 @@ a throughput ratio: diffusers needs one call per env). FLOPs per action are coun
 ``torch.utils.flop_counter`` over one call (convolutions and matmuls, forward and the guide's backward; not
 elementwise ops, GroupNorm or Mish) and compared with this machine's measured fp32 matmul throughput.
 
-Each planner runs repeats + 2 calls (FLOP count, warm-up). One exact call takes about 3 s per env on one core of
+Each planner runs repeats + 3 calls (a cold first call, the FLOP count, warm-up). One exact call takes about 3 s per env on one core of
 this project's CPU machine, so the N = 32 row dominates: about 15-20 minutes in all at the defaults on 1 thread.
 """
 
@@ -61,9 +62,17 @@ SCALE = 0.1
 N_GUIDE_STEPS = 2
 
 # name → GuidedPlanner kwargs. "exact" is the paper's hopper planner; fast modes go here, one entry each.
+EXACT = dict(batch_size=BATCH_SIZE, scale=SCALE, n_guide_steps=N_GUIDE_STEPS, t_stopgrad=2, scale_grad_by_std=True)
 MODES: dict[str, dict] = {
-    "exact": dict(batch_size=BATCH_SIZE, scale=SCALE, n_guide_steps=N_GUIDE_STEPS, t_stopgrad=2,
-                  scale_grad_by_std=True),
+    "exact": EXACT,
+    "bf16": {**EXACT, "bf16": True},
+    "strided 10": {**EXACT, "n_sample_steps": 10},
+    "strided 5": {**EXACT, "n_sample_steps": 5},
+    "warm 4": {**EXACT, "warm_start_steps": 4},
+    "1 guide step": {**EXACT, "n_guide_steps": 1},
+    "batch 16": {**EXACT, "batch_size": 16},
+    "warm 4, batch 16": {**EXACT, "warm_start_steps": 4, "batch_size": 16},
+    "warm 4, batch 16, bf16": {**EXACT, "warm_start_steps": 4, "batch_size": 16, "bf16": True},
 }
 
 # UNet1DModel configs of the converted hopper-medium-v2 checkpoints (diffusers' scripts/
@@ -232,7 +241,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads for everything")
     parser.add_argument("--repeats", type=int, default=7, help="timed calls per planner (round-robin)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed calls per planner after the FLOP-count call")
-    parser.add_argument("--n-envs", type=int, nargs="+", default=None, help="envs per call for our modes [1 8 32]")
+    parser.add_argument("--n-envs", type=int, nargs="+", default=None, help="envs per call [1 8 32]")
+    parser.add_argument("--scaling-modes", nargs="+", default=["exact", "warm 4, batch 16"], choices=list(MODES),
+                        help="modes also timed at every --n-envs N > 1 (all modes are timed at N = 1)")
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES), help="our modes to time")
     parser.add_argument("--no-diffusers", action="store_true", help="skip diffusers even if it is installed")
     parser.add_argument("--diffusers-no-grad", action="store_true",
@@ -261,10 +272,11 @@ def main() -> None:
     entries: list[Entry] = []
     for mode in args.modes:
         planner = GuidedPlanner(diffusion, ValueGuide(value.model), **MODES[mode])
-        for n in args.n_envs:
+        for n in [1] + [n for n in args.n_envs if n != 1 and mode in args.scaling_modes]:
             observations = np.repeat(observation[None], n, axis=0)
             generator = torch.Generator().manual_seed(args.seed)
-            entries.append(Entry(mode, n, lambda p=planner, o=observations, g=generator: p(o, g)))
+            ids = list(range(n))  # the same envs every call, so a warm start has previous plans after the first
+            entries.append(Entry(mode, n, lambda p=planner, o=observations, g=generator, i=ids: p(o, g, env_ids=i)))
 
     reference: Entry | None = None
     if not args.no_diffusers:
@@ -291,7 +303,8 @@ def main() -> None:
     peak = matmul_gflops(args.matmul_size, repeats=10)
     print(f"fp32 matmul {args.matmul_size}×{args.matmul_size}: {peak:.1f} GFLOP/s (median of 10)")
 
-    for entry in entries:  # the FLOP count doubles as the first warm-up call
+    for entry in entries:  # a first call (cold: a warm start has no previous plan yet), then the FLOP count
+        entry.call()
         entry.flops = count_flops(entry.call)
         for _ in range(args.warmup):
             entry.call()
@@ -303,13 +316,13 @@ def main() -> None:
             entry.seconds.append(time.perf_counter() - start)
 
     print()
-    print(f"{'planner':<18} {'N':>3} {'s/call':>8} {'spread':>7} {'env steps/s':>12} {'× diffusers':>12} "
+    print(f"{'planner':<24} {'N':>3} {'s/call':>8} {'spread':>7} {'env steps/s':>12} {'× diffusers':>12} "
           f"{'GFLOP/action':>13} {'GFLOP/s':>8} {'% matmul':>9}")
     for entry in entries:
         spread = (max(entry.seconds) - min(entry.seconds)) / entry.median
         ratio = f"{entry.steps_per_second / reference.steps_per_second:.2f}" if reference else "–"
         achieved = entry.flops / entry.median / 1e9
-        print(f"{entry.name:<18} {entry.n_envs:>3} {entry.median:>8.3f} {spread:>6.0%} "
+        print(f"{entry.name:<24} {entry.n_envs:>3} {entry.median:>8.3f} {spread:>6.0%} "
               f"{entry.steps_per_second:>12.2f} {ratio:>12} {entry.flops / entry.n_envs / 1e9:>13.2f} "
               f"{achieved:>8.1f} {achieved / peak:>9.1%}")
     print(f"\ns/call: median of {args.repeats}; spread: (max − min) / median; × diffusers: env steps/s ÷ diffusers' "

@@ -120,6 +120,10 @@ class PlannerConfig:
     n_images: int = 10  # Maze2D: planned paths drawn in the composite PNG
     batch_size: int = 64  # locomotion: candidate plans per env, the best by value is executed
     video: bool = True  # locomotion: MP4 of the first episode (MuJoCo offscreen; MUJOCO_GL=egl without a display)
+    # Locomotion fast modes (the paper's sampler when all are off; see diffuser/planning/guided.py):
+    n_sample_steps: Optional[int] = None  # strided sampler over this many of the N training steps; None: all N
+    warm_start_steps: int = 0  # >0: denoise the previous plan, shifted and noised, for only this many steps
+    bf16: bool = False  # bfloat16 autocast for the networks
 
 
 @dataclass

@@ -55,6 +55,12 @@ def test_train_value_bc_and_plan_with_guidance(tmp_path, hopper_dir):
     assert results["summary"]["seconds_per_step"] > 0 and results["value_run"] == str(value)
     assert (out / "media" / "rollout.mp4").stat().st_size > 0
 
+    # The fast modes go through the same loop.
+    fast = ["planner.n_sample_steps=5", "planner.warm_start_steps=2", "planner.bf16=true", "planner.video=false"]
+    run("plan.py", *plan, *fast, f"diffusion_run={diffusion}", f"value_run={value}", env_dir=hopper_dir)
+    results = json.loads(sorted((diffusion / "plans").iterdir())[-1].joinpath("results.json").read_text())
+    assert results["config"]["planner"]["warm_start_steps"] == 2 and len(results["episodes"]) == 2
+
     run("plan.py", *plan, f"diffusion_run={bc}", "guide=none", "planner.video=false", env_dir=hopper_dir)
     results = json.loads((next((bc / "plans").iterdir()) / "results.json").read_text())
     assert len(results["episodes"]) == 2 and np.isfinite(results["summary"]["normalized_score_mean"])

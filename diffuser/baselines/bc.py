@@ -54,8 +54,13 @@ class BCPlanner:
     def device(self) -> torch.device:
         return next(self.policy.parameters()).device
 
-    def __call__(self, observations: np.ndarray, generator: torch.Generator | None = None) -> PlanStep:
-        """Act on N observations at once (the generator is unused: the BC policy is deterministic)."""
+    def reset(self) -> None:
+        """Nothing to forget: the policy is memoryless."""
+
+    def __call__(
+        self, observations: np.ndarray, generator: torch.Generator | None = None, env_ids: list[int] | None = None
+    ) -> PlanStep:
+        """Act on N observations at once (generator and env_ids are unused: the BC policy is deterministic)."""
         obs = torch.as_tensor(np.asarray(observations), dtype=torch.float32, device=self.device)
         actions = self.policy.act(obs).cpu().numpy()
         return PlanStep(actions, actions[:, None], np.asarray(observations)[:, None], np.zeros(len(actions)))

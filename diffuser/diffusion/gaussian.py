@@ -17,7 +17,7 @@ from torch import nn
 from diffuser.datasets.normalization import Normalizer
 from diffuser.datasets.sequence import Batch
 from diffuser.diffusion.conditioning import Conditions, apply_conditioning
-from diffuser.diffusion.schedule import DiffusionSchedule, extract
+from diffuser.diffusion.schedule import DiffusionSchedule, extract, respaced_timesteps
 
 
 @dataclass
@@ -36,6 +36,18 @@ def loss_weights(horizon: int, transition_dim: int, action_dim: int, action_weig
     weights = discounts[:, None].repeat(1, transition_dim)
     weights[0, :action_dim] = action_weight
     return weights
+
+
+class TimestepMap(nn.Module):
+    """A network called with step i of a respaced schedule sees the training step timesteps[i]."""
+
+    def __init__(self, model: nn.Module, timesteps: list[int]):
+        super().__init__()
+        self.model = model
+        self.register_buffer("timesteps", torch.as_tensor(timesteps), persistent=False)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.model(x, self.timesteps[t])
 
 
 class GaussianDiffusion(nn.Module):
@@ -141,18 +153,21 @@ class GaussianDiffusion(nn.Module):
         sample_fn: Callable | None = None,
         return_chain: bool = False,
         generator: torch.Generator | None = None,
+        x_init: torch.Tensor | None = None,
+        n_steps: int | None = None,
     ) -> Sample:
         """Denoise from N(0, I) for t = N−1 … 0, conditioning the noise and every step's output.
 
         ``sample_fn(diffusion, x, cond, t, generator) → (x, values)`` replaces the plain ``p_sample`` (e.g. a guided
-        step). The batch is returned in input order (each row keeps its own conditions).
+        step). The batch is returned in input order (each row keeps its own conditions). A warm start passes
+        ``x_init``, a sample of x_t at t = n_steps − 1, and runs only t = n_steps−1 … 0.
         """
         device = self.schedule.betas.device
-        x = torch.randn(shape, generator=generator, device=device)
+        x = torch.randn(shape, generator=generator, device=device) if x_init is None else x_init
         apply_conditioning(x, cond, self.action_dim)
         chain = [x] if return_chain else None
         values = torch.zeros(shape[0], device=device)
-        for i in reversed(range(self.n_diffusion_steps)):
+        for i in reversed(range(self.n_diffusion_steps if n_steps is None else n_steps)):
             t = torch.full((shape[0],), i, device=device, dtype=torch.long)
             if sample_fn is None:
                 x, values = self.p_sample(x, cond, t, generator)
@@ -169,6 +184,18 @@ class GaussianDiffusion(nn.Module):
         """Sample len(cond[0]) trajectories of length ``horizon`` (default: the training horizon)."""
         batch_size = len(cond[0])
         return self.p_sample_loop((batch_size, horizon or self.horizon, self.transition_dim), cond, **kwargs)
+
+    def respace(self, n_steps: int) -> GaussianDiffusion:
+        """The same network sampled with n_steps evenly spaced steps of the N it was trained on (a strided
+        sampler; n_steps = N gives the training schedule). Shares weights and normalizer with self."""
+        timesteps = respaced_timesteps(self.n_diffusion_steps, n_steps)
+        strided = GaussianDiffusion(
+            TimestepMap(self.model, timesteps), self.normalizer, horizon=self.horizon,
+            observation_dim=self.observation_dim, action_dim=self.action_dim, n_diffusion_steps=len(timesteps),
+            predict_epsilon=self.predict_epsilon, clip_denoised=self.clip_denoised,
+        )
+        strided.schedule = self.schedule.respaced(timesteps)
+        return strided.to(self.schedule.betas.device)
 
     # ------------------------------------------------------------------ training
     def loss(self, x_start: torch.Tensor, cond: Conditions) -> tuple[torch.Tensor, dict[str, float]]:

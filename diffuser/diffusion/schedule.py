@@ -29,11 +29,12 @@ BETA_SCHEDULES = {"cosine": cosine_beta_schedule, "linear": linear_beta_schedule
 class DiffusionSchedule(nn.Module):
     """Float32 buffers of a beta schedule: everything q_sample and q_posterior need, indexed by step t."""
 
-    def __init__(self, n_diffusion_steps: int, beta_schedule: str = "cosine"):
+    def __init__(self, n_diffusion_steps: int, beta_schedule: str = "cosine", betas: torch.Tensor | None = None):
         super().__init__()
-        if beta_schedule not in BETA_SCHEDULES:
-            raise ValueError(f"unknown beta_schedule '{beta_schedule}'; valid: {sorted(BETA_SCHEDULES)}")
-        betas = BETA_SCHEDULES[beta_schedule](n_diffusion_steps)
+        if betas is None:
+            if beta_schedule not in BETA_SCHEDULES:
+                raise ValueError(f"unknown beta_schedule '{beta_schedule}'; valid: {sorted(BETA_SCHEDULES)}")
+            betas = BETA_SCHEDULES[beta_schedule](n_diffusion_steps)
         alphas = 1.0 - betas
         alphas_cumprod = torch.cumprod(alphas, dim=0)
         alphas_cumprod_prev = torch.cat([torch.ones(1), alphas_cumprod[:-1]])
@@ -56,6 +57,23 @@ class DiffusionSchedule(nn.Module):
         for name, value in buffers.items():
             # Derived from n_diffusion_steps alone, so not part of the saved weights.
             self.register_buffer(name, value.float(), persistent=False)
+
+
+    def respaced(self, timesteps: list[int]) -> "DiffusionSchedule":
+        """The schedule over a subsequence of steps (Nichol & Dhariwal 2021, Sec. 4): same ᾱ at the kept steps,
+        β'_i = 1 − ᾱ_{t_i} / ᾱ_{t_{i−1}}. Step i of the result is step timesteps[i] of this one."""
+        alphas_cumprod = self.alphas_cumprod.double()[torch.as_tensor(timesteps)]
+        previous = torch.cat([torch.ones(1, dtype=torch.float64), alphas_cumprod[:-1]])
+        return DiffusionSchedule(len(timesteps), betas=(1 - alphas_cumprod / previous).float())
+
+
+def respaced_timesteps(n_diffusion_steps: int, n_steps: int) -> list[int]:
+    """n_steps of the N training steps, evenly spaced from 0 to N − 1 (one step: N − 1, x0 straight from noise)."""
+    if not 1 <= n_steps <= n_diffusion_steps:
+        raise ValueError(f"n_sample_steps={n_steps} must be between 1 and n_diffusion_steps={n_diffusion_steps}")
+    if n_steps == 1:
+        return [n_diffusion_steps - 1]
+    return sorted({round(i * (n_diffusion_steps - 1) / (n_steps - 1)) for i in range(n_steps)})
 
 
 def extract(a: torch.Tensor, t: torch.Tensor, shape: torch.Size) -> torch.Tensor:

@@ -2,16 +2,23 @@
 
 N environments are planned in one call: each observation is repeated ``batch_size`` times, all N·batch_size
 candidates are denoised together with guidance, and each env executes the first action of its highest-value plan.
+
+The defaults are the paper's sampler ("exact"). Fast modes, each off by default:
+- ``n_sample_steps``: a strided sampler over that many of the N training steps (``GaussianDiffusion.respace``);
+- ``warm_start_steps``: from the second call of an episode on, start from the env's previous best plan shifted by
+  one step (the paper's Sec. 5.4), noised to step ``warm_start_steps`` of the sampler, and denoise only from there;
+- ``bf16``: run the networks under bfloat16 autocast (CPU or CUDA).
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from diffuser.diffusion.gaussian import GaussianDiffusion
+from diffuser.diffusion.gaussian import GaussianDiffusion, TimestepMap
 from diffuser.guides.sampling import guided_sample_fn
 from diffuser.guides.value_guide import ValueGuide
 
@@ -40,10 +47,28 @@ class GuidedPlanner:
         n_guide_steps: int = 2,
         t_stopgrad: int = 2,
         scale_grad_by_std: bool = True,
+        n_sample_steps: int | None = None,
+        warm_start_steps: int = 0,
+        bf16: bool = False,
     ):
+        if n_sample_steps is not None and n_sample_steps != diffusion.n_diffusion_steps:
+            diffusion = diffusion.respace(n_sample_steps)
+            timesteps = diffusion.model.timesteps
+            # t_stopgrad counts training steps: guide none of the sampler's steps below it.
+            t_stopgrad = int((timesteps < t_stopgrad).sum())
+            if guide is not None:
+                guide = ValueGuide(TimestepMap(guide.model, timesteps.tolist()))
+        if not 0 <= warm_start_steps <= diffusion.n_diffusion_steps:
+            raise ValueError(
+                f"warm_start_steps={warm_start_steps} must be between 0 (off) and the sampler's "
+                f"{diffusion.n_diffusion_steps} steps"
+            )
         self.diffusion = diffusion
         self.guide = guide
         self.batch_size = batch_size
+        self.warm_start_steps = warm_start_steps
+        self.bf16 = bf16
+        self.previous: dict[int, torch.Tensor] = {}  # env id → its last executed plan (normalized, (H, D))
         self.sample_fn = None
         if guide is not None:
             self.sample_fn = guided_sample_fn(
@@ -55,17 +80,45 @@ class GuidedPlanner:
     def device(self) -> torch.device:
         return self.diffusion.schedule.betas.device
 
+    def reset(self) -> None:
+        """Forget the previous plans (call at the start of new episodes)."""
+        self.previous.clear()
+
+    def warm_start(self, env_ids: list[int], generator: torch.Generator | None) -> torch.Tensor | None:
+        """x at step warm_start_steps for every candidate: the previous plan shifted one step (its last row
+        repeated) and noised, or None when off or when an env has no previous plan."""
+        if not self.warm_start_steps or not env_ids or any(i not in self.previous for i in env_ids):
+            return None
+        plans = torch.stack([self.previous[i] for i in env_ids])
+        shifted = torch.cat([plans[:, 1:], plans[:, -1:]], dim=1).repeat_interleave(self.batch_size, dim=0)
+        t = torch.full((len(shifted),), self.warm_start_steps - 1, device=self.device, dtype=torch.long)
+        noise = torch.randn(shifted.shape, generator=generator, device=self.device)
+        return self.diffusion.q_sample(shifted, t, noise)
+
     @torch.no_grad()
-    def __call__(self, observations: np.ndarray, generator: torch.Generator | None = None) -> PlanStep:
-        """Plan for N envs at once; observations are raw (unnormalized)."""
+    def __call__(
+        self, observations: np.ndarray, generator: torch.Generator | None = None, env_ids: list[int] | None = None
+    ) -> PlanStep:
+        """Plan for N envs at once; observations are raw (unnormalized). ``env_ids`` name the envs across calls
+        (needed by the warm start; without them every call starts from noise)."""
         device = self.device
         observations = torch.as_tensor(np.asarray(observations), dtype=torch.float32, device=device)
         n = observations.shape[0]
         states = self.diffusion.normalize_observation(observations).repeat_interleave(self.batch_size, dim=0)
-        sample = self.diffusion.conditional_sample({0: states}, sample_fn=self.sample_fn, generator=generator)
-        values = sample.values.reshape(n, self.batch_size)
+        env_ids = None if env_ids is None else [int(i) for i in env_ids]
+        x_init = self.warm_start(env_ids, generator) if env_ids is not None else None
+        autocast = torch.autocast(device.type, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
+        with autocast:
+            sample = self.diffusion.conditional_sample(
+                {0: states}, sample_fn=self.sample_fn, generator=generator, x_init=x_init,
+                n_steps=self.warm_start_steps if x_init is not None else None,
+            )
+        values = sample.values.float().reshape(n, self.batch_size)
         best = values.argmax(dim=1) + torch.arange(n, device=device) * self.batch_size
-        trajectories = self.diffusion.unnormalize(sample.trajectories[best]).cpu().numpy()
+        chosen = sample.trajectories[best].float()
+        if env_ids is not None:
+            self.previous.update(zip(env_ids, chosen))
+        trajectories = self.diffusion.unnormalize(chosen).cpu().numpy()
         action_dim = self.diffusion.action_dim
         return PlanStep(
             actions=trajectories[:, 0, :action_dim],

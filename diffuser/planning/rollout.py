@@ -112,11 +112,11 @@ def run_locomotion_episodes(
     max_episode_steps: int = 1000,
     render_first: bool = False,
 ) -> LocomotionResults:
-    """Replan every step from fresh noise for every running episode (one policy call per step), act, repeat.
+    """Replan every step for every running episode (one policy call per step), act, repeat.
 
     envs: gymnasium envs, stepped unwrapped (no TimeLimit): episodes end on termination or after
-    max_episode_steps. policy(observations (M, obs_dim), generator) → PlanStep, with a ``device`` for the
-    generator. normalized_score(R) → fraction.
+    max_episode_steps. policy(observations (M, obs_dim), generator, env_ids=(M,)) → PlanStep, with a ``device``
+    for the generator and ``reset()`` called before the episodes start. normalized_score(R) → fraction.
     """
     n = len(envs)
     observations = np.stack([np.asarray(env.reset(seed=seed + i)[0], dtype=np.float64) for i, env in enumerate(envs)])
@@ -124,13 +124,14 @@ def run_locomotion_episodes(
     returns, lengths, terminals = np.zeros(n), np.zeros(n, dtype=int), np.zeros(n, dtype=bool)
     frames = [envs[0].unwrapped.render()] if render_first else None
     generator = torch.Generator(device=policy.device).manual_seed(seed)
+    policy.reset()
     planning_seconds, steps, values = 0.0, 0, []
     for _ in range(max_episode_steps):
         active = np.flatnonzero(running)
         if len(active) == 0:
             break
         tick = time.perf_counter()
-        step = policy(observations[active], generator)
+        step = policy(observations[active], generator, env_ids=active)
         planning_seconds += time.perf_counter() - tick
         steps += 1
         values.append(float(np.mean(step.values)))
