@@ -49,13 +49,19 @@ def test_default_is_the_cpu_preset_and_paper_presets_match_the_paper():
         assert not config.diffusion.predict_epsilon and config.trainer.n_train_steps == 2_000_000
 
 
-def test_locomotion_presets_pair_up_and_keep_their_models():
-    diffusion = compose_to_object("train", ["experiment=locomotion_cpu"])
-    value = compose_to_object("train", ["experiment=locomotion_cpu_value"])
-    assert (diffusion.model.kind, value.model.kind) == ("diffusion", "value")
+@pytest.mark.parametrize("preset", ["locomotion_cpu", "locomotion", "halfcheetah"])
+def test_locomotion_presets_pair_with_their_value_presets(preset):
+    diffusion = compose_to_object("train", [f"experiment={preset}"])
+    value = compose_to_object("train", [f"experiment={preset}_value"])
+    assert (diffusion.model.kind, value.model.kind) == ("diffusion", "value") and not value.model.attention
     # plan.py pairs the newest runs of exp_name and exp_name + "_value": they must share what check_compatible checks.
     assert value.exp_name == diffusion.exp_name + "_value"
     assert (value.horizon, value.diffusion, value.env) == (diffusion.horizon, diffusion.diffusion, diffusion.env)
+    assert value.model.dim_mults == diffusion.model.dim_mults
+
+
+def test_locomotion_cpu_preset_is_small_and_bc_keeps_its_width():
+    diffusion = compose_to_object("train", ["experiment=locomotion_cpu"])
     assert diffusion.trainer.n_train_steps < 1_000_000 and diffusion.model.dim_mults == [1, 2, 4, 8]
     bc = compose_to_object("train", ["experiment=locomotion_bc"])
     assert (bc.model.kind, bc.model.dim) == ("bc", 256)  # not the width the diffusion overlays set
