@@ -1,20 +1,19 @@
 """Time value-guided planning at the paper's Hopper settings: our GuidedPlanner against Hugging Face diffusers.
 
-Usage: ``python benchmarks/planning_speed.py [--threads T] [--repeats 7] [--n-envs 1 8 32] [--modes exact ...]
-[--scaling-modes exact ...]
-[--diffusers-no-grad] [--quick]``. diffusers is an optional extra (``pip install -e ".[bench]"``); without it the
+Usage: ``python benchmarks/planning_speed.py [--preset paper|cpu] [--threads T] [--repeats 7] [--n-envs 1 8 32]
+[--modes exact ...] [--scaling-modes exact ...] [--diffusers-no-grad] [--quick]``. diffusers is an optional extra (``pip install -e ".[bench]"``); without it the
 diffusers row is skipped. Not a test.
 
 Both sides run in one process, on one observation, at one thread count (``torch.set_num_threads``), with random
 weights. Settings: observation_dim 11, action_dim 3 (rows [a, s]), horizon 32, 20 diffusion steps (cosine, x0
-prediction), U-Net and value net dim 32 with dim_mults (1, 2, 4, 8), 64 candidate plans per env, 2 guide steps,
-scale 0.1, t_stopgrad 2.
+prediction), dim_mults (1, 2, 4, 8), 2 guide steps, scale 0.1, t_stopgrad 2; ``--preset paper`` (default): U-Net
+and value net dim 32, 64 candidate plans per env; ``--preset cpu``: dim 16, 8 candidates (the CPU presets).
 
 - **ours**: each entry of ``MODES`` is a set of ``GuidedPlanner`` keyword arguments ("exact" = the paper settings);
   adding a mode is one dict entry. Every mode is timed with one env per call; ``--scaling-modes`` also at every
   ``--n-envs`` N: one call plans N envs (N × batch candidates), so one call gives N env steps.
 - **diffusers**: ``ValueGuidedRLPipeline`` over two ``UNet1DModel`` built with the configs of the converted
-  hopper-medium-v2 checkpoints (``DIFFUSERS_UNET``, ``DIFFUSERS_VALUE``) and the hub's ``DDPMScheduler`` settings.
+  hopper-medium-v2 checkpoints (``diffusers_configs``) and the hub's ``DDPMScheduler`` settings.
   It needs a D4RL-style env with ``get_dataset()``: ``StandInHopper`` supplies random data. It plans one
   observation per call (N = 1), and is called as its docs do (no ``torch.no_grad()``; ``--diffusers-no-grad`` adds
   a row with one). Its tqdm progress bar is switched off (``TQDM_DISABLE``).
@@ -55,57 +54,72 @@ OBSERVATION_DIM = 11
 ACTION_DIM = 3
 HORIZON = 32
 N_DIFFUSION_STEPS = 20
-DIM = 32
 DIM_MULTS = [1, 2, 4, 8]
-BATCH_SIZE = 64  # candidate plans per env
 SCALE = 0.1
 N_GUIDE_STEPS = 2
+# Network width and candidate plans per env: the paper's hopper settings, or the CPU preset's (experiment=locomotion_cpu,
+# planner=locomotion_cpu). Both sides are built alike at either.
+PRESETS = {"paper": {"dim": 32, "batch_size": 64}, "cpu": {"dim": 16, "batch_size": 8}}
 
-# name → GuidedPlanner kwargs. "exact" is the paper's hopper planner; fast modes go here, one entry each.
-EXACT = dict(batch_size=BATCH_SIZE, scale=SCALE, n_guide_steps=N_GUIDE_STEPS, t_stopgrad=2, scale_grad_by_std=True)
+# name → GuidedPlanner keyword arguments on top of the paper's sampler ("exact"); fast modes are one entry each.
+# "batch_divisor" divides the preset's candidate batch.
 MODES: dict[str, dict] = {
-    "exact": EXACT,
-    "bf16": {**EXACT, "bf16": True},
-    "strided 10": {**EXACT, "n_sample_steps": 10},
-    "strided 5": {**EXACT, "n_sample_steps": 5},
-    "warm 4": {**EXACT, "warm_start_steps": 4},
-    "1 guide step": {**EXACT, "n_guide_steps": 1},
-    "batch 16": {**EXACT, "batch_size": 16},
-    "warm 4, batch 16": {**EXACT, "warm_start_steps": 4, "batch_size": 16},
-    "warm 4, batch 16, bf16": {**EXACT, "warm_start_steps": 4, "batch_size": 16, "bf16": True},
+    "exact": {},
+    "bf16": {"bf16": True},
+    "strided 10": {"n_sample_steps": 10},
+    "strided 5": {"n_sample_steps": 5},
+    "warm 4": {"warm_start_steps": 4},
+    "warm 2": {"warm_start_steps": 2},
+    "1 guide step": {"n_guide_steps": 1},
+    "batch / 4": {"batch_divisor": 4},
+    "warm 4, batch / 4": {"warm_start_steps": 4, "batch_divisor": 4},
 }
 
-# UNet1DModel configs of the converted hopper-medium-v2 checkpoints (diffusers' scripts/
-# convert_models_diffuser_to_diffusers.py): 3,956,302 and 2,294,817 parameters, as the original networks.
-_DIFFUSERS_COMMON = dict(
-    in_channels=OBSERVATION_DIM + ACTION_DIM,
-    out_channels=OBSERVATION_DIM + ACTION_DIM,
-    extra_in_channels=0,
-    sample_size=65536,
-    block_out_channels=tuple(DIM * m for m in DIM_MULTS),
-    down_block_types=("DownResnetBlock1D",) * len(DIM_MULTS),
-    layers_per_block=1,
-    time_embedding_type="positional",
-    use_timestep_embedding=True,
-    flip_sin_to_cos=False,
-    freq_shift=1,
-    norm_num_groups=8,
-    act_fn="mish",
-)
-DIFFUSERS_UNET = dict(
-    _DIFFUSERS_COMMON,
-    up_block_types=("UpResnetBlock1D",) * (len(DIM_MULTS) - 1),
-    mid_block_type="MidResTemporalBlock1D",
-    out_block_type="OutConv1DBlock",
-    downsample_each_block=False,
-)
-DIFFUSERS_VALUE = dict(
-    _DIFFUSERS_COMMON,
-    up_block_types=(),
-    mid_block_type="ValueFunctionMidBlock1D",
-    out_block_type="ValueFunction",
-    downsample_each_block=True,
-)
+
+def planner_kwargs(mode: str, batch_size: int) -> dict:
+    """GuidedPlanner keyword arguments of a mode at a preset's candidate batch."""
+    kwargs = {"batch_size": batch_size, "scale": SCALE, "n_guide_steps": N_GUIDE_STEPS, "t_stopgrad": 2,
+              "scale_grad_by_std": True, **MODES[mode]}
+    kwargs["batch_size"] = max(1, batch_size // kwargs.pop("batch_divisor", 1))
+    return kwargs
+
+
+def diffusers_configs(dim: int) -> tuple[dict, dict]:
+    """UNet1DModel configs of the converted hopper-medium-v2 checkpoints (diffusers' scripts/
+    convert_models_diffuser_to_diffusers.py) at width dim: at dim 32, 3,956,302 and 2,294,817 parameters, as the
+    original networks."""
+    common = dict(
+        in_channels=OBSERVATION_DIM + ACTION_DIM,
+        out_channels=OBSERVATION_DIM + ACTION_DIM,
+        extra_in_channels=0,
+        sample_size=65536,
+        block_out_channels=tuple(dim * m for m in DIM_MULTS),
+        down_block_types=("DownResnetBlock1D",) * len(DIM_MULTS),
+        layers_per_block=1,
+        time_embedding_type="positional",
+        use_timestep_embedding=True,
+        flip_sin_to_cos=False,
+        freq_shift=1,
+        norm_num_groups=8,
+        act_fn="mish",
+    )
+    unet = dict(
+        common,
+        up_block_types=("UpResnetBlock1D",) * (len(DIM_MULTS) - 1),
+        mid_block_type="MidResTemporalBlock1D",
+        out_block_type="OutConv1DBlock",
+        downsample_each_block=False,
+    )
+    value = dict(
+        common,
+        up_block_types=(),
+        mid_block_type="ValueFunctionMidBlock1D",
+        out_block_type="ValueFunction",
+        downsample_each_block=True,
+    )
+    return unet, value
+
+
 DIFFUSERS_SCHEDULER = dict(
     num_train_timesteps=N_DIFFUSION_STEPS,
     beta_schedule="squaredcos_cap_v2",  # same betas as our cosine schedule
@@ -192,8 +206,8 @@ def matmul_gflops(n: int, repeats: int) -> float:
     return 2 * n**3 / statistics.median(times) / 1e9
 
 
-def build_ours(seed: int):
-    """The diffusion and value models exactly as diffuser.build.build_model makes them for the hopper preset."""
+def build_ours(seed: int, dim: int):
+    """The diffusion and value models exactly as diffuser.build.build_model makes them for the hopper presets."""
     torch.manual_seed(seed)
     transition_dim = OBSERVATION_DIM + ACTION_DIM
     data = np.random.default_rng(seed).standard_normal((10_000, transition_dim))
@@ -204,31 +218,32 @@ def build_ours(seed: int):
     )
     common = dict(horizon=HORIZON, observation_dim=OBSERVATION_DIM, action_dim=ACTION_DIM, diffusion=diffusion_cfg)
     diffusion = build_model(
-        "diffusion", normalizer, model=ModelConfig(kind="diffusion", dim=DIM, dim_mults=list(DIM_MULTS)), **common
+        "diffusion", normalizer, model=ModelConfig(kind="diffusion", dim=dim, dim_mults=list(DIM_MULTS)), **common
     )
     value = build_model(
-        "value", normalizer, model=ModelConfig(kind="value", dim=DIM, dim_mults=list(DIM_MULTS)), **common
+        "value", normalizer, model=ModelConfig(kind="value", dim=dim, dim_mults=list(DIM_MULTS)), **common
     )
     return diffusion, value
 
 
-def build_diffusers(seed: int):
+def build_diffusers(seed: int, dim: int):
     """ValueGuidedRLPipeline with random-weight UNet1DModels at the converted hopper-medium-v2 configs."""
     from diffusers import DDPMScheduler, UNet1DModel
     from diffusers.experimental import ValueGuidedRLPipeline
 
     torch.manual_seed(seed)
-    unet = UNet1DModel(**DIFFUSERS_UNET)
-    value_function = UNet1DModel(**DIFFUSERS_VALUE)
+    unet_config, value_config = diffusers_configs(dim)
+    unet = UNet1DModel(**unet_config)
+    value_function = UNet1DModel(**value_config)
     scheduler = DDPMScheduler(**DIFFUSERS_SCHEDULER)
     return ValueGuidedRLPipeline(value_function=value_function, unet=unet, scheduler=scheduler,
                                  env=StandInHopper(seed))
 
 
-def forward_gflops(net: torch.nn.Module, channels_last: bool) -> float:
-    """GFLOPs of one forward pass on a (BATCH_SIZE, H, D) batch (diffusers' nets take (B, D, H))."""
-    x = torch.randn(BATCH_SIZE, HORIZON, OBSERVATION_DIM + ACTION_DIM)
-    t = torch.full((BATCH_SIZE,), 10, dtype=torch.long)
+def forward_gflops(net: torch.nn.Module, channels_last: bool, batch_size: int) -> float:
+    """GFLOPs of one forward pass on a (batch_size, H, D) batch (diffusers' nets take (B, D, H))."""
+    x = torch.randn(batch_size, HORIZON, OBSERVATION_DIM + ACTION_DIM)
+    t = torch.full((batch_size,), 10, dtype=torch.long)
     if not channels_last:
         x = x.permute(0, 2, 1)
     with torch.no_grad():
@@ -242,7 +257,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7, help="timed calls per planner (round-robin)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed calls per planner after the FLOP-count call")
     parser.add_argument("--n-envs", type=int, nargs="+", default=None, help="envs per call [1 8 32]")
-    parser.add_argument("--scaling-modes", nargs="+", default=["exact", "warm 4, batch 16"], choices=list(MODES),
+    parser.add_argument("--preset", choices=list(PRESETS), default="paper", help="width and candidates per env")
+    parser.add_argument("--scaling-modes", nargs="+", default=["exact", "warm 4"], choices=list(MODES),
                         help="modes also timed at every --n-envs N > 1 (all modes are timed at N = 1)")
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES), help="our modes to time")
     parser.add_argument("--no-diffusers", action="store_true", help="skip diffusers even if it is installed")
@@ -261,17 +277,19 @@ def main() -> None:
     torch.manual_seed(args.seed)
     observation = np.random.default_rng(args.seed + 1).standard_normal(OBSERVATION_DIM).astype(np.float32)
 
-    diffusion, value = build_ours(args.seed)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; H {HORIZON}, {N_DIFFUSION_STEPS} diffusion "
-          f"steps, dim {DIM} × {tuple(DIM_MULTS)}, {BATCH_SIZE} plans per env, {N_GUIDE_STEPS} guide steps, "
-          f"scale {SCALE}")
-    print(f"ours:      TemporalUnet {n_params(diffusion.model):,} params ({forward_gflops(diffusion.model, True):.3f} "
-          f"GFLOP/forward at batch {BATCH_SIZE}), ValueFunction {n_params(value.model):,} params "
-          f"({forward_gflops(value.model, True):.3f} GFLOP/forward)")
+    dim, batch_size = PRESETS[args.preset]["dim"], PRESETS[args.preset]["batch_size"]
+    diffusion, value = build_ours(args.seed, dim)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.preset} preset: H {HORIZON}, "
+          f"{N_DIFFUSION_STEPS} diffusion steps, dim {dim} × {tuple(DIM_MULTS)}, {batch_size} plans per env, "
+          f"{N_GUIDE_STEPS} guide steps, scale {SCALE}")
+    print(f"ours:      TemporalUnet {n_params(diffusion.model):,} params "
+          f"({forward_gflops(diffusion.model, True, batch_size):.3f} GFLOP/forward at batch {batch_size}), "
+          f"ValueFunction {n_params(value.model):,} params ({forward_gflops(value.model, True, batch_size):.3f} "
+          "GFLOP/forward)")
 
     entries: list[Entry] = []
     for mode in args.modes:
-        planner = GuidedPlanner(diffusion, ValueGuide(value.model), **MODES[mode])
+        planner = GuidedPlanner(diffusion, ValueGuide(value.model), **planner_kwargs(mode, batch_size))
         for n in [1] + [n for n in args.n_envs if n != 1 and mode in args.scaling_modes]:
             observations = np.repeat(observation[None], n, axis=0)
             generator = torch.Generator().manual_seed(args.seed)
@@ -285,12 +303,12 @@ def main() -> None:
         except ImportError:
             print('diffusers: not installed (pip install -e ".[bench]"); its rows are skipped')
         else:
-            pipeline = build_diffusers(args.seed)
+            pipeline = build_diffusers(args.seed, dim)
             print(f"diffusers: {diffusers.__version__}, UNet1DModel {n_params(pipeline.unet):,} params "
-                  f"({forward_gflops(pipeline.unet, False):.3f} GFLOP/forward), value UNet1DModel "
-                  f"{n_params(pipeline.value_function):,} params ({forward_gflops(pipeline.value_function, False):.3f}"
-                  " GFLOP/forward)")
-            kwargs = dict(batch_size=BATCH_SIZE, planning_horizon=HORIZON, n_guide_steps=N_GUIDE_STEPS, scale=SCALE)
+                  f"({forward_gflops(pipeline.unet, False, batch_size):.3f} GFLOP/forward), value UNet1DModel "
+                  f"{n_params(pipeline.value_function):,} params "
+                  f"({forward_gflops(pipeline.value_function, False, batch_size):.3f} GFLOP/forward)")
+            kwargs = dict(batch_size=batch_size, planning_horizon=HORIZON, n_guide_steps=N_GUIDE_STEPS, scale=SCALE)
             reference = Entry("diffusers", 1, lambda: pipeline(observation, **kwargs))
             entries.append(reference)
             if args.diffusers_no_grad:
