@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
@@ -28,6 +29,14 @@ def expand_time(t: Tensor | int, batch_size: int, device: torch.device) -> Tenso
     raise ValueError(
         f"diffusion steps t must be an int, a 0-d tensor or of shape ({batch_size},); got {tuple(t.shape)}"
     )
+
+
+class Mish(nn.Module):
+    """Mish, x·tanh(softplus(x)), as ``nn.Mish``. On CPU it is composed from softplus and tanh: the fused CPU kernel
+    of current torch builds is about 2× slower, forward and backward (a quarter of a UNet forward on 2 cores)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.mish(x) if x.is_cuda else x * torch.tanh(F.softplus(x))
 
 
 class SinusoidalPosEmb(nn.Module):
@@ -68,7 +77,7 @@ class Conv1dBlock(nn.Module):
             nn.Identity(),
             nn.GroupNorm(n_groups, out_channels),
             nn.Identity(),
-            nn.Mish(),
+            Mish(),
         )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -113,7 +122,7 @@ class ResidualTemporalBlock(nn.Module):
             ]
         )
         # The original ends this Sequential with a Rearrange at index 2; nothing after it, so no placeholder needed.
-        self.time_mlp = nn.Sequential(nn.Mish(), nn.Linear(embed_dim, out_channels))
+        self.time_mlp = nn.Sequential(Mish(), nn.Linear(embed_dim, out_channels))
         self.residual_conv = (
             nn.Conv1d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
         )
@@ -193,4 +202,4 @@ def attention_block(dim: int) -> nn.Module:
 
 def time_mlp(dim: int) -> nn.Sequential:
     """Step embedding: sinusoid(dim) → Linear(dim, 4·dim) → Mish → Linear(4·dim, dim); keys `1` and `3`."""
-    return nn.Sequential(SinusoidalPosEmb(dim), nn.Linear(dim, dim * 4), nn.Mish(), nn.Linear(dim * 4, dim))
+    return nn.Sequential(SinusoidalPosEmb(dim), nn.Linear(dim, dim * 4), Mish(), nn.Linear(dim * 4, dim))

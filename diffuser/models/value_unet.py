@@ -17,7 +17,7 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from diffuser.models.layers import Downsample1d, ResidualTemporalBlock, attention_block, expand_time, time_mlp
+from diffuser.models.layers import Downsample1d, Mish, ResidualTemporalBlock, attention_block, expand_time, time_mlp
 
 
 def encoded_length(horizon: int, n_downsamples: int) -> int:
@@ -87,7 +87,7 @@ class ValueFunction(nn.Module):
         fc_dim = mid_dim_3 * encoded_length(horizon, len(in_out) + 2)
         self.final_block = nn.Sequential(
             nn.Linear(fc_dim + dim, fc_dim // 2),
-            nn.Mish(),
+            Mish(),
             nn.Linear(fc_dim // 2, out_dim),
         )
 
