@@ -258,7 +258,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1, help="untimed calls per planner after the FLOP-count call")
     parser.add_argument("--n-envs", type=int, nargs="+", default=None, help="envs per call [1 8 32]")
     parser.add_argument("--preset", choices=list(PRESETS), default="paper", help="width and candidates per env")
-    parser.add_argument("--scaling-modes", nargs="+", default=["exact", "warm 4"], choices=list(MODES),
+    parser.add_argument("--scaling-modes", nargs="+", default=["exact", "warm 2"], choices=list(MODES),
                         help="modes also timed at every --n-envs N > 1 (all modes are timed at N = 1)")
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES), help="our modes to time")
     parser.add_argument("--no-diffusers", action="store_true", help="skip diffusers even if it is installed")
