@@ -58,7 +58,6 @@ class DiffusionSchedule(nn.Module):
             # Derived from n_diffusion_steps alone, so not part of the saved weights.
             self.register_buffer(name, value.float(), persistent=False)
 
-
     def respaced(self, timesteps: list[int]) -> "DiffusionSchedule":
         """The schedule over a subsequence of steps (Nichol & Dhariwal 2021, Sec. 4): same ᾱ at the kept steps,
         β'_i = 1 − ᾱ_{t_i} / ᾱ_{t_{i−1}}. Step i of the result is step timesteps[i] of this one."""

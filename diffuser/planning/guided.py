@@ -5,8 +5,8 @@ candidates are denoised together with guidance, and each env executes the first 
 
 The defaults are the paper's sampler ("exact"). Fast modes, each off by default:
 - ``n_sample_steps``: a strided sampler over that many of the N training steps (``GaussianDiffusion.respace``);
-- ``warm_start_steps``: from the second call of an episode on, start from the env's previous best plan shifted by
-  one step (the paper's Sec. 5.4), noised to step ``warm_start_steps`` of the sampler, and denoise only from there;
+- ``warm_start_steps`` = k: from the second call of an episode on, start from the env's previous best plan shifted
+  by one step (the paper's Sec. 5.4), noised to the sampler's step k − 1, and denoise only the last k steps;
 - ``bf16``: run the networks under bfloat16 autocast (CPU or CUDA).
 """
 
@@ -85,8 +85,8 @@ class GuidedPlanner:
         self.previous.clear()
 
     def warm_start(self, env_ids: list[int], generator: torch.Generator | None) -> torch.Tensor | None:
-        """x at step warm_start_steps for every candidate: the previous plan shifted one step (its last row
-        repeated) and noised, or None when off or when an env has no previous plan."""
+        """x at the sampler's step warm_start_steps − 1 for every candidate: the previous plan shifted one step (its
+        last row repeated) and noised, or None when off or when an env has no previous plan."""
         if not self.warm_start_steps or not env_ids or any(i not in self.previous for i in env_ids):
             return None
         plans = torch.stack([self.previous[i] for i in env_ids])
