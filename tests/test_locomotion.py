@@ -1,6 +1,7 @@
 """Locomotion end to end: diffusion, value and BC runs on a tiny hopper-shaped dataset, then guided planning."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -76,3 +77,21 @@ def test_train_value_bc_and_plan_with_guidance(tmp_path, hopper_dir):
     bad = run("plan.py", *plan, f"diffusion_run={diffusion}", f"runs_root={tmp_path / 'none'}", env_dir=hopper_dir,
               check=False)
     assert bad.returncode != 0 and "cpu_value" in bad.stderr and "value_run=" in bad.stderr
+
+
+@pytest.mark.parametrize("name", ["hopper-medium-v2", "walker2d-medium-v2"])
+def test_rendering_follows_the_agent(name, monkeypatch):
+    """The rollout video keeps the agent in the picture after it has moved 20 m forward."""
+    monkeypatch.setenv("MUJOCO_GL", os.environ.get("MUJOCO_GL", "egl"))
+    env = make_locomotion_env(name, render_mode="rgb_array", width=128, height=128)
+    env.reset(seed=0)
+    model = env.unwrapped
+    qpos = model.data.qpos.copy()
+    qpos[0] += 20.0  # root x
+    model.set_state(qpos, model.data.qvel.copy())
+    frame = model.render().astype(int)
+    r, g, b = frame[..., 0], frame[..., 1], frame[..., 2]
+    body = (r > g + 15) & (r >= b)  # red leads in the bodies (brown, purple), not in the floor or the sky
+    assert body.sum() > 30, "the agent is not in the picture"
+    columns = np.flatnonzero(body.any(axis=0))
+    assert 32 < columns.mean() < 96  # near the middle, not at an edge

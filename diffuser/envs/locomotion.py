@@ -68,6 +68,10 @@ def make_locomotion_env(name: str, gym_version: str = "v4", **kwargs) -> gymnasi
     if gym_version not in GYM_VERSIONS:
         raise ValueError(f"gym_version must be one of {list(GYM_VERSIONS)}, got '{gym_version}'")
     parsed = parse_locomotion_name(name)
+    if kwargs.get("render_mode") is not None and "camera_id" not in kwargs:
+        # gymnasium's default view is a free camera (its "trackbodyid" is overridden at every render), so the agent
+        # runs out of the picture; the models' own "track" camera follows the centre of mass.
+        kwargs.setdefault("camera_name", "track")
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*is out of date.*")  # -v4 is chosen on purpose (D4RL parity)
         return gymnasium.make(f"{GYM_NAMES[parsed.env]}-{gym_version}", **kwargs)
