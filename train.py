@@ -16,7 +16,8 @@ register_configs()
 def main(cfg: DictConfig) -> None:
     from diffuser.build import build_dataset, build_model, load_env_data
     from diffuser.training.setup import maze2d_sample_fn, record_config, resume_config
-    from diffuser.training.trainer import Trainer
+    from diffuser.training.trainer import NonFiniteLossError, Trainer
+    from diffuser.utils.checkpoint import CheckpointError
     from diffuser.utils.cli import user_errors
     from diffuser.utils.git import write_git_info
     from diffuser.utils.logging import Logger
@@ -43,10 +44,11 @@ def main(cfg: DictConfig) -> None:
     if config.env.name.startswith("maze2d") and config.model.kind == "diffusion":
         sample_fn = maze2d_sample_fn(dataset, logger, run_dir, config.env.name, config.trainer.n_samples, config.seed)
     trainer_kwargs = {k: v for k, v in dataclasses.asdict(config.trainer).items() if k != "n_samples"}
-    Trainer(
-        model, dataset, logger, run_dir, **trainer_kwargs, device=resolve_device(config.device), seed=config.seed,
-        metric_prefix="value" if config.model.kind == "value" else "train", sample_fn=sample_fn,
-    ).train()
+    with user_errors(NonFiniteLossError, CheckpointError):  # divergence, damaged checkpoint → one line, exit 1
+        Trainer(
+            model, dataset, logger, run_dir, **trainer_kwargs, device=resolve_device(config.device), seed=config.seed,
+            metric_prefix="value" if config.model.kind == "value" else "train", sample_fn=sample_fn,
+        ).train()
     logger.finish()
     print(f"run folder: {run_dir}")
 

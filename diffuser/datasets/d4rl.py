@@ -74,6 +74,8 @@ def load_d4rl(path: str | os.PathLike, required: Iterable[str] = REQUIRED_KEYS) 
     """Load every dataset of a D4RL-layout file into a flat dict keyed by HDF5 path.
 
     (N, 1) arrays are squeezed to (N,), float64 becomes float32, and each key in ``required`` must be present.
+    A truncated or damaged file (including a chunk failing its fletcher32 checksum) and NaN/inf in the training
+    arrays (``required`` keys and ``next_observations``) raise ValueError naming the file.
     """
     path = Path(path)
     data: dict[str, np.ndarray] = {}
@@ -83,8 +85,8 @@ def load_d4rl(path: str | os.PathLike, required: Iterable[str] = REQUIRED_KEYS) 
                 if isinstance(node, h5py.Dataset):
                     data[key] = node[()]
             f.visititems(visit)
-    except OSError as e:
-        raise ValueError(f"{path}: not a readable HDF5 file ({e})") from e
+    except (OSError, RuntimeError, KeyError, ValueError) as e:  # h5py reports damaged metadata as any of these
+        raise ValueError(f"{path}: not a readable HDF5 file, truncated or damaged ({e})") from e
     missing = [k for k in required if k not in data]
     if missing:
         raise KeyError(f"{path}: missing required key(s) {missing}; present keys: {sorted(data)}")
@@ -99,6 +101,15 @@ def load_d4rl(path: str | os.PathLike, required: Iterable[str] = REQUIRED_KEYS) 
     for key in ("actions", "rewards", "terminals", "timeouts", "next_observations"):
         if n is not None and key in data and len(data[key]) != n:
             raise ValueError(f"{path}: '{key}' has {len(data[key])} rows but 'observations' has {n}")
+    for key in (*required, "next_observations"):
+        value = data.get(key)
+        if isinstance(value, np.ndarray) and value.dtype.kind == "f" and not np.isfinite(value).all():
+            bad_rows = np.flatnonzero(~np.isfinite(value.reshape(len(value), -1)).all(axis=1))
+            raise ValueError(
+                f"{path}: '{key}' holds {int(np.isnan(value).sum())} NaN and {int(np.isinf(value).sum())} inf values "
+                f"in {len(bad_rows)} of {len(value)} rows (first rows {bad_rows[:5].tolist()}); the file is damaged "
+                "or was written from a diverged policy: regenerate or re-download it"
+            )
     return data
 
 
@@ -117,7 +128,8 @@ def write_d4rl(
     """Write arrays (keys may be nested, e.g. ``infos/qpos``) as a D4RL-layout HDF5 file, atomically.
 
     The file is written under a temporary name in the same directory and renamed, so a half-written file never
-    exists under ``path``. ``attrs`` go to the root group (e.g. the generator and its seed).
+    exists under ``path``. ``attrs`` go to the root group (e.g. the generator and its seed). Arrays get HDF5's
+    fletcher32 checksum, so a reader notices damaged data instead of returning altered values.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -127,7 +139,9 @@ def write_d4rl(
         with h5py.File(tmp, "w") as f:
             for key, value in arrays.items():
                 value = np.asarray(value)
-                opts = {"compression": compression} if compression and value.ndim > 0 and value.size > 1 else {}
+                opts: dict = {}
+                if value.ndim > 0 and value.size > 1 and value.dtype.kind != "O":  # filters refuse variable-length data
+                    opts = {"fletcher32": True, **({"compression": compression} if compression else {})}
                 f.create_dataset(key, data=value, **opts)
             for key, value in (attrs or {}).items():
                 f.attrs[key] = value

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import time
 from pathlib import Path
 from typing import Callable
@@ -16,6 +17,10 @@ from diffuser.datasets.sequence import SequenceDataset
 from diffuser.training.ema import EMA
 from diffuser.utils.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
 from diffuser.utils.logging import Logger
+
+
+class NonFiniteLossError(ValueError):
+    """Training produced a NaN/inf loss or gradient; raised before the bad step touches the weights or a checkpoint."""
 
 
 class BatchStream:
@@ -143,47 +148,70 @@ class Trainer:
         else:
             self.ema.update(self.ema_model, self.model)
 
+    def _diverged(self, what: str) -> NonFiniteLossError:
+        ckpt = latest_checkpoint(self.run_dir)
+        kept = f"the last good checkpoint is {ckpt}" if ckpt else "no checkpoint was saved before it"
+        return NonFiniteLossError(
+            f"training stopped at step {self.step + 1}: {what}; nothing of this step was applied or saved and {kept}. "
+            "Check the data, or train a new run_dir with a lower trainer.learning_rate (rerunning this run_dir resumes "
+            "from that checkpoint with its saved config)"
+        )
+
     def train_step(self) -> dict[str, float]:
-        """One optimizer step over gradient_accumulate_every micro-batches; returns averaged logged values."""
+        """One optimizer step over gradient_accumulate_every micro-batches; returns averaged logged values.
+
+        A NaN/inf loss or gradient norm raises NonFiniteLossError naming the step, before the optimizer step.
+        """
         self.model.train()
         totals: dict[str, float] = {}
         for _ in range(self.gradient_accumulate_every):
             batch = self.dataset.get_batch(self.batches.next()).to(self.device)
             loss, info = self.model(batch)
+            if not bool(torch.isfinite(loss)):
+                self.optimizer.zero_grad(set_to_none=True)
+                raise self._diverged(f"the loss is {loss.item()}")
             (loss / self.gradient_accumulate_every).backward()
             for k, v in info.items():
                 totals[k] = totals.get(k, 0.0) + v / self.gradient_accumulate_every
         grads = [p.grad for p in self.model.parameters() if p.grad is not None]
         totals["grad_norm"] = torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])).item()
+        if not math.isfinite(totals["grad_norm"]):
+            self.optimizer.zero_grad(set_to_none=True)
+            raise self._diverged(f"the gradient norm is {totals['grad_norm']}")
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return totals
 
     def train(self) -> None:
-        """Run until n_train_steps, logging every log_freq, sampling every sample_freq, saving every save_freq."""
+        """Run until n_train_steps, logging every log_freq, sampling every sample_freq, saving every save_freq.
+
+        On resume, metrics.jsonl rows past the checkpoint's step (logged before an interruption) are dropped, so
+        each step appears once.
+        """
         self.resume()
-        bar = tqdm(total=self.n_train_steps, initial=self.step, disable=not self.progress, desc=self.prefix)
-        sums: dict[str, float] = {}
-        count, tick = 0, time.perf_counter()
-        while self.step < self.n_train_steps:
-            info = self.train_step()
-            self.step += 1
-            if self.step % self.update_ema_every == 0:
-                self.update_ema()
-            for k, v in info.items():
-                sums[k] = sums.get(k, 0.0) + v
-            count += 1
-            bar.update(1)
-            if self.step % self.log_freq == 0 or self.step == self.n_train_steps:
-                elapsed = time.perf_counter() - tick
-                metrics = {f"{self.prefix}/{k}": v / count for k, v in sums.items()}
-                metrics[f"{self.prefix}/lr"] = self.optimizer.param_groups[0]["lr"]
-                metrics[f"{self.prefix}/steps_per_sec"] = count / max(elapsed, 1e-9)
-                self.logger.log(metrics, self.step)
-                bar.set_postfix(loss=f"{metrics[f'{self.prefix}/loss']:.4f}")
-                sums, count, tick = {}, 0, time.perf_counter()
-            if self.step % self.save_freq == 0 or self.step == self.n_train_steps:
-                self.save()
-            if self.sample_fn is not None and self.sample_freq and self.step % self.sample_freq == 0:
-                self.sample_fn(self.ema_model, self.step)
-        bar.close()
+        self.logger.drop_after(self.step)
+        # The context closes the bar on an error too, so an error message starts on its own line.
+        with tqdm(total=self.n_train_steps, initial=self.step, disable=not self.progress, desc=self.prefix) as bar:
+            sums: dict[str, float] = {}
+            count, tick = 0, time.perf_counter()
+            while self.step < self.n_train_steps:
+                info = self.train_step()
+                self.step += 1
+                if self.step % self.update_ema_every == 0:
+                    self.update_ema()
+                for k, v in info.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                count += 1
+                bar.update(1)
+                if self.step % self.log_freq == 0 or self.step == self.n_train_steps:
+                    elapsed = time.perf_counter() - tick
+                    metrics = {f"{self.prefix}/{k}": v / count for k, v in sums.items()}
+                    metrics[f"{self.prefix}/lr"] = self.optimizer.param_groups[0]["lr"]
+                    metrics[f"{self.prefix}/steps_per_sec"] = count / max(elapsed, 1e-9)
+                    self.logger.log(metrics, self.step)
+                    bar.set_postfix(loss=f"{metrics[f'{self.prefix}/loss']:.4f}")
+                    sums, count, tick = {}, 0, time.perf_counter()
+                if self.step % self.save_freq == 0 or self.step == self.n_train_steps:
+                    self.save()
+                if self.sample_fn is not None and self.sample_freq and self.step % self.sample_freq == 0:
+                    self.sample_fn(self.ema_model, self.step)

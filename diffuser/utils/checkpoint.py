@@ -2,14 +2,16 @@
 
 runs/<env>/<exp_name>/<time>_s<seed>/
   config.yaml  metrics.jsonl  git.txt  git.diff  media/
-  checkpoints/step_0001000/model.safetensors   EMA weights + normalizer buffers; metadata: step, version
+  checkpoints/step_0001000/model.safetensors   EMA weights + normalizer buffers; metadata: step, version, sha256
   checkpoints/step_0001000/trainer_state.pt    raw weights, EMA, optimizer, step, RNG: resume only
   checkpoints/latest.txt                       name of the newest step folder
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import pickle
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -26,16 +28,24 @@ import diffuser
 from diffuser.config import DiffusionConfig, ModelConfig
 
 
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be trusted: unreadable, altered since it was saved, or holding NaN/inf."""
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write text to a temp file beside ``path`` and rename it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600 files; give the usual permissions
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600 files; give the usual permissions
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def write_config(run_dir: Path, config: dict[str, Any]) -> None:
@@ -50,17 +60,43 @@ def read_config(run_dir: Path) -> dict[str, Any]:
     return yaml.safe_load(path.read_text())
 
 
+def weights_digest(state: dict[str, torch.Tensor], step: int) -> str:
+    """sha256 over the step and the names, dtypes, shapes and bytes of a state dict (safetensors has no checksum)."""
+    digest = hashlib.sha256(f"step={step}|".encode())
+    for key in sorted(state):
+        value = state[key].detach().contiguous().cpu()
+        digest.update(f"{key}|{value.dtype}|{tuple(value.shape)}|".encode())
+        digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def check_finite(state: dict[str, torch.Tensor], what: str, hint: str) -> None:
+    """Raise CheckpointError naming ``what`` and the first tensor holding NaN or inf, with counts and ``hint``."""
+    for key, value in state.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            n_nan, n_inf = int(torch.isnan(value).sum()), int(torch.isinf(value).sum())
+            raise CheckpointError(f"{what}: '{key}' holds {n_nan} NaN and {n_inf} inf values out of "
+                                  f"{value.numel()}; {hint}")
+
+
 def save_checkpoint(
     run_dir: Path, step: int, ema_model: nn.Module, trainer_state: dict[str, Any], keep: int = 0
 ) -> Path:
     """Write checkpoints/step_XXXXXXX/{model.safetensors, trainer_state.pt} atomically, update latest.txt and keep
-    only the newest ``keep`` step folders (0 keeps all)."""
+    only the newest ``keep`` step folders (0 keeps all).
+
+    Weights holding NaN/inf are refused before anything is written, so the previous checkpoint stays the latest.
+    model.safetensors records a sha256 of its step and tensors (metadata "sha256") that load_weights verifies.
+    Temp entries left in checkpoints/ by an interrupted save are removed.
+    """
     ckpt_root = Path(run_dir) / "checkpoints"
-    ckpt_root.mkdir(parents=True, exist_ok=True)
     name = f"step_{step:07d}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=ckpt_root))
     state = {k: v.detach().contiguous().cpu() for k, v in ema_model.state_dict().items()}
-    save_file(state, tmp / "model.safetensors", metadata={"step": str(step), "version": diffuser.__version__})
+    check_finite(state, f"EMA weights at step {step}", "not saved; the previous checkpoint stays the latest")
+    ckpt_root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=ckpt_root))
+    metadata = {"step": str(step), "version": diffuser.__version__, "sha256": weights_digest(state, step)}
+    save_file(state, tmp / "model.safetensors", metadata=metadata)
     torch.save(trainer_state, tmp / "trainer_state.pt")
     final = ckpt_root / name
     if final.exists():
@@ -70,6 +106,11 @@ def save_checkpoint(
     if keep > 0:
         for old in sorted(p for p in ckpt_root.glob("step_*") if p.is_dir())[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
+    for stale in ckpt_root.glob(".*"):  # temp folders/files of a save that was killed
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
     return final
 
 
@@ -83,16 +124,44 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 
 
 def load_trainer_state(checkpoint_dir: Path) -> dict[str, Any]:
-    """trainer_state.pt, read with weights_only=True (tensors and plain containers only)."""
-    return torch.load(Path(checkpoint_dir) / "trainer_state.pt", map_location="cpu", weights_only=True)
+    """trainer_state.pt, read with weights_only=True (tensors and plain containers only).
+
+    A truncated or damaged file raises CheckpointError naming it.
+    """
+    path = Path(checkpoint_dir) / "trainer_state.pt"
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict) or "step" not in state:
+            raise ValueError("no 'step' entry")
+    except FileNotFoundError:
+        raise
+    except (RuntimeError, OSError, EOFError, ValueError, KeyError, IndexError, pickle.UnpicklingError) as e:
+        raise CheckpointError(f"{path}: not a readable trainer state ({type(e).__name__}: {str(e)[:200]}); "
+                              "delete this step folder and point checkpoints/latest.txt at an earlier one") from e
+    return state
 
 
 def load_weights(module: nn.Module, path: Path) -> int:
-    """Load a model.safetensors into ``module`` (strict); returns its step. Shape mismatches name both shapes."""
+    """Load a model.safetensors into ``module`` (strict); returns its step. Shape mismatches name both shapes.
+
+    Raises CheckpointError naming the file when it is unreadable (truncated, damaged header), when its tensors no
+    longer match the sha256 recorded at save time, or when they hold NaN/inf.
+    """
     try:
         state = load_file(str(path))
+        with safe_open(str(path), "pt") as f:
+            metadata = f.metadata() or {}
     except (SafetensorError, OSError) as e:
-        raise ValueError(f"{path}: not a readable safetensors file ({e})") from e
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
+    try:
+        step = int(metadata.get("step", -1))
+    except ValueError:
+        raise CheckpointError(f"{path}: metadata step {metadata['step']!r} is not an integer; the file is damaged") \
+            from None
+    if "sha256" in metadata and weights_digest(state, step) != metadata["sha256"]:
+        raise CheckpointError(f"{path}: step and tensors do not match the checksum saved with them; the file was "
+                              "altered or damaged after saving")
+    check_finite(state, str(path), "the weights diverged or the file is damaged; load an earlier checkpoint")
     own = module.state_dict()
     for key, value in state.items():
         if key in own and own[key].shape != value.shape:
@@ -103,8 +172,7 @@ def load_weights(module: nn.Module, path: Path) -> int:
         raise ValueError(f"{path}: weights do not match the model: missing {sorted(missing)[:5]}, "
                          f"unexpected {sorted(unexpected)[:5]}")
     module.load_state_dict(state, strict=True)
-    with safe_open(str(path), "pt") as f:
-        return int((f.metadata() or {}).get("step", -1))
+    return step
 
 
 @dataclass

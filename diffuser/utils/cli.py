@@ -11,11 +11,14 @@ USER_ERRORS = (FileNotFoundError, KeyError, ValueError)
 
 
 @contextmanager
-def user_errors() -> Iterator[None]:
-    """Report bad input as one line on stderr and exit 1; HYDRA_FULL_ERROR=1 shows the traceback instead."""
+def user_errors(*errors: type[Exception]) -> Iterator[None]:
+    """Report bad input (``errors``, default USER_ERRORS) as one line on stderr and exit 1.
+
+    HYDRA_FULL_ERROR=1 shows the traceback instead.
+    """
     try:
         yield
-    except USER_ERRORS as e:
+    except errors or USER_ERRORS as e:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         message = e.args[0] if isinstance(e, KeyError) and e.args else e

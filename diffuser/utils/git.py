@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+from diffuser.utils.checkpoint import atomic_write_text
+
 
 def _git(args: list[str], cwd: Path) -> str:
     try:
@@ -18,6 +20,6 @@ def write_git_info(run_dir: Path, repo_dir: Path | None = None) -> str:
     """Write git.txt (commit) and git.diff (uncommitted changes) into run_dir; returns the commit or ''."""
     repo_dir = repo_dir or Path(__file__).resolve().parents[2]
     commit = _git(["rev-parse", "HEAD"], repo_dir).strip()
-    (run_dir / "git.txt").write_text((commit or "unknown (not a git checkout)") + "\n")
-    (run_dir / "git.diff").write_text(_git(["diff", "HEAD"], repo_dir))
+    atomic_write_text(run_dir / "git.txt", (commit or "unknown (not a git checkout)") + "\n")
+    atomic_write_text(run_dir / "git.diff", _git(["diff", "HEAD"], repo_dir))
     return commit

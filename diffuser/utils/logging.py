@@ -66,6 +66,20 @@ class Logger:
         if self._run is not None:
             self._run.log(clean, step=int(step))
 
+    def drop_after(self, step: int) -> None:
+        """Remove metrics.jsonl rows with a step after ``step`` (and a torn last line), rewriting it atomically.
+
+        A run resumed from a checkpoint at ``step`` logs the later steps again, so each step stays in the file once.
+        """
+        if not self.metrics_path.is_file():
+            return
+        lines = self.metrics_path.read_text().splitlines(keepends=True)
+        kept = [line for line in lines if _row_step(line) <= step]
+        if len(kept) != len(lines):
+            from diffuser.utils.checkpoint import atomic_write_text
+
+            atomic_write_text(self.metrics_path, "".join(kept))
+
     def log_image(self, key: str, image: np.ndarray | str | Path, step: int) -> None:
         """An image, (H, W, C) uint8 array or a file path, to W&B (the caller keeps its own file in media/)."""
         if self._run is not None:
@@ -98,6 +112,14 @@ class Logger:
         if self._run is not None:
             self._run.finish()
             self._run = None
+
+
+def _row_step(line: str) -> float:
+    """The step of one metrics.jsonl line; +inf for a line that is not a complete JSON row (a torn write)."""
+    try:
+        return float(json.loads(line)["step"]) if line.endswith("\n") else math.inf
+    except (ValueError, KeyError, TypeError):
+        return math.inf
 
 
 def _json_float(value: float | None) -> float | str | None:
