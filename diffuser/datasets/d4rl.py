@@ -16,6 +16,7 @@ import h5py
 import numpy as np
 
 REQUIRED_KEYS = ("observations", "actions", "rewards", "terminals")
+NUMERIC_KINDS = "biuf"  # numpy dtype kinds the training arrays may have: bool, int, uint, float
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -74,8 +75,9 @@ def load_d4rl(path: str | os.PathLike, required: Iterable[str] = REQUIRED_KEYS) 
     """Load every dataset of a D4RL-layout file into a flat dict keyed by HDF5 path.
 
     (N, 1) arrays are squeezed to (N,), float64 becomes float32, and each key in ``required`` must be present.
-    A truncated or damaged file (including a chunk failing its fletcher32 checksum) and NaN/inf in the training
-    arrays (``required`` keys and ``next_observations``) raise ValueError naming the file.
+    Non-numeric training arrays (e.g. strings) and a file of 0 rows raise ValueError naming the key. A truncated
+    or damaged file (including a chunk failing its fletcher32 checksum) and NaN/inf in the training arrays
+    (``required`` keys and ``next_observations``) raise ValueError naming the file.
     """
     path = Path(path)
     data: dict[str, np.ndarray] = {}
@@ -90,6 +92,13 @@ def load_d4rl(path: str | os.PathLike, required: Iterable[str] = REQUIRED_KEYS) 
     missing = [k for k in required if k not in data]
     if missing:
         raise KeyError(f"{path}: missing required key(s) {missing}; present keys: {sorted(data)}")
+    for key in (*required, "timeouts", "next_observations"):
+        value = data.get(key)
+        if value is not None and np.asarray(value).dtype.kind not in NUMERIC_KINDS:
+            raise ValueError(
+                f"{path}: '{key}' holds {np.asarray(value).dtype} values, not numbers; write it as a float, int or "
+                "bool array"
+            )
     for key, value in data.items():
         if isinstance(value, np.ndarray):
             if value.ndim == 2 and value.shape[1] == 1:
@@ -98,6 +107,8 @@ def load_d4rl(path: str | os.PathLike, required: Iterable[str] = REQUIRED_KEYS) 
                 value = value.astype(np.float32)
             data[key] = value
     n = len(data["observations"]) if "observations" in data else None
+    if n == 0:
+        raise ValueError(f"{path}: 'observations' has 0 rows, the dataset is empty; regenerate or re-download it")
     for key in ("actions", "rewards", "terminals", "timeouts", "next_observations"):
         if n is not None and key in data and len(data[key]) != n:
             raise ValueError(f"{path}: '{key}' has {len(data[key])} rows but 'observations' has {n}")

@@ -158,9 +158,15 @@ class SequenceDataset(torch.utils.data.Dataset):
             if max_start > 0:
                 starts_per_episode.append(offset + np.arange(max_start))
         if not starts_per_episode:
+            if not use_padding:
+                remedy = "use a shorter horizon or set env.use_padding=true"
+            elif max_path_length <= horizon:
+                remedy = f"use a shorter horizon or raise env.max_path_length ({max_path_length}) above it"
+            else:
+                remedy = "windows start inside an episode and before its last step: use episodes of 2+ steps"
             raise ValueError(
                 f"no window of horizon {horizon} fits in any episode (longest episode: {lengths.max()} steps); "
-                "use a shorter horizon or use_padding=True"
+                + remedy
             )
         self.indices = np.concatenate(starts_per_episode)
 
