@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -327,3 +328,16 @@ def test_nan_in_hdf5_arrays_is_refused_with_counts(tmp_path):
     path = write_d4rl(tmp_path / "data.hdf5", arrays)
     with pytest.raises(ValueError, match="'rewards' holds 0 NaN and 1 inf values in 1 of 69 rows"):
         load_d4rl(path)
+
+
+def test_the_package_never_loads_a_file_unsafely():
+    """Every torch.load passes weights_only=True, and pickles are read only through RestrictedUnpickler."""
+    root = Path(__file__).resolve().parents[1]
+    for path in [*root.glob("diffuser/**/*.py"), root / "train.py", root / "plan.py"]:
+        text = path.read_text()
+        for line in text.splitlines():
+            if "torch.load(" in line:
+                assert "weights_only=True" in line, f"{path}: {line.strip()}"
+        unsafe_yaml = ("yaml.unsafe_load", "Loader=yaml.Loader", "UnsafeLoader", "FullLoader")  # SafeLoader only
+        for unsafe in ("pickle.load(", "pickle.loads(", "allow_pickle=True", *unsafe_yaml, " eval(", "(eval("):
+            assert unsafe not in text, f"{path} uses {unsafe.strip(' (')}"
