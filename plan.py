@@ -57,6 +57,17 @@ def main(cfg: DictConfig) -> None:
         envs = [make(**({"render_mode": "rgb_array"} if i == 0 and locomotion and config.planner.video else {}))
                 for i in range(config.planner.n_episodes)]
         check_env_dims(envs[0], run.config["dims"], run_path)
+        if locomotion and run.config["model"]["kind"] == "bc":
+            policy = BCPlanner(run.model)
+        elif locomotion:  # bad planner options (steps out of range) are refused before anything is written
+            g = config.guide
+            policy = GuidedPlanner(
+                run.model, ValueGuide(value.model.model) if value is not None else None,
+                batch_size=config.planner.batch_size, scale=g.scale, n_guide_steps=g.n_guide_steps,
+                t_stopgrad=g.t_stopgrad, scale_grad_by_std=g.scale_grad_by_std,
+                n_sample_steps=config.planner.n_sample_steps, warm_start_steps=config.planner.warm_start_steps,
+                bf16=config.planner.bf16,
+            )
     if run.config["env"]["name"] != name:
         print(f"warning: {run_path} was trained on {run.config['env']['name']}, evaluating on {name}")
     out_dir = Path(run_path) / "plans" / f"{time.strftime('%Y-%m-%d_%H-%M-%S')}_s{config.seed}"
@@ -67,17 +78,6 @@ def main(cfg: DictConfig) -> None:
         group=f"{name}-{run.config['exp_name']}", name=f"{name}__plan__s{config.seed}__{out_dir.name}",
     )
     if locomotion:
-        if run.config["model"]["kind"] == "bc":
-            policy = BCPlanner(run.model)
-        else:
-            g = config.guide
-            policy = GuidedPlanner(
-                run.model, ValueGuide(value.model.model) if value is not None else None,
-                batch_size=config.planner.batch_size, scale=g.scale, n_guide_steps=g.n_guide_steps,
-                t_stopgrad=g.t_stopgrad, scale_grad_by_std=g.scale_grad_by_std,
-                n_sample_steps=config.planner.n_sample_steps, warm_start_steps=config.planner.warm_start_steps,
-                bf16=config.planner.bf16,
-            )
         results = run_locomotion_episodes(
             envs, policy, partial(normalized_score, name), seed=config.seed,
             max_episode_steps=config.planner.max_episode_steps or 1000, render_first=config.planner.video,

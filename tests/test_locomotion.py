@@ -66,6 +66,13 @@ def test_train_value_bc_and_plan_with_guidance(tmp_path, hopper_dir):
     results = json.loads((next((bc / "plans").iterdir()) / "results.json").read_text())
     assert len(results["episodes"]) == 2 and np.isfinite(results["summary"]["normalized_score_mean"])
 
+    # Planner options out of range are refused in one line, before a plan folder is made.
+    folders = sorted((diffusion / "plans").iterdir())
+    bad = run("plan.py", *plan, "planner.n_sample_steps=50", f"diffusion_run={diffusion}", f"value_run={value}",
+              env_dir=hopper_dir, check=False)
+    assert bad.returncode == 1 and "error: n_sample_steps=50 must be between 1" in bad.stderr
+    assert "Traceback" not in bad.stderr and sorted((diffusion / "plans").iterdir()) == folders
+
     # Mismatched pairs are refused with one line naming both sides.
     bad = run("plan.py", *plan, f"diffusion_run={diffusion}", f"value_run={value}", "env.discount=0.99",
               env_dir=hopper_dir, check=False)
