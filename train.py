@@ -1,6 +1,7 @@
 """Train a Diffuser model. `python train.py` trains the Maze2D U-Maze CPU preset; see configs/train.yaml."""
 
 import dataclasses
+import os
 import sys
 from pathlib import Path
 
@@ -10,12 +11,14 @@ from omegaconf import DictConfig, OmegaConf
 from diffuser.config import TrainConfig, check_overrides, register_configs
 
 register_configs()
+if "DISPLAY" not in os.environ:  # offscreen MuJoCo rendering of sampled plans (read when mujoco is imported)
+    os.environ.setdefault("MUJOCO_GL", "egl")
 
 
 @hydra.main(config_path="configs", config_name="train", version_base=None)
 def main(cfg: DictConfig) -> None:
     from diffuser.build import build_dataset, build_model, load_env_data
-    from diffuser.training.setup import maze2d_sample_fn, record_config, resume_config
+    from diffuser.training.setup import make_sample_fn, record_config, resume_config
     from diffuser.training.trainer import NonFiniteLossError, Trainer
     from diffuser.utils.checkpoint import CheckpointError
     from diffuser.utils.cli import user_errors
@@ -40,9 +43,10 @@ def main(cfg: DictConfig) -> None:
         group=f"{config.env.name}-{config.exp_name}",
         name=f"{config.env.name}__{config.exp_name}__s{config.seed}__{run_dir.name}",
     )
-    sample_fn = None
-    if config.env.name.startswith("maze2d") and config.model.kind == "diffusion":
-        sample_fn = maze2d_sample_fn(dataset, logger, run_dir, config.env.name, config.trainer.n_samples, config.seed)
+    sample_fn = make_sample_fn(
+        dataset, logger, run_dir, model_kind=config.model.kind, env_name=config.env.name,
+        gym_version=config.env.gym_version, n_samples=config.trainer.n_samples, seed=config.seed,
+    )
     trainer_kwargs = {k: v for k, v in dataclasses.asdict(config.trainer).items() if k != "n_samples"}
     with user_errors(NonFiniteLossError, CheckpointError):  # divergence, damaged checkpoint → one line, exit 1
         Trainer(

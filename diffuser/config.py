@@ -117,9 +117,9 @@ class PlannerConfig:
     n_episodes: int = 150  # evaluated together: one batched planning call per env step
     multi_task: bool = False  # Maze2D only: a random goal per episode instead of the env's fixed goal
     max_episode_steps: Optional[int] = None  # None: the env's own limit (Maze2D 300 / 600 / 800; locomotion 1000)
-    n_images: int = 10  # Maze2D: planned paths drawn in the composite PNG
+    n_images: int = 10  # episodes drawn in media/plans.png (Maze2D: path over the maze; locomotion: first plan)
     batch_size: int = 64  # locomotion: candidate plans per env, the best by value is executed
-    video: bool = True  # locomotion: MP4 of the first episode (MuJoCo offscreen; MUJOCO_GL=egl without a display)
+    video: bool = True  # media/rollout.mp4 of the first episode; locomotion also plan composites (MUJOCO_GL=egl)
     # Locomotion fast modes (the paper's sampler when all are off; see diffuser/planning/guided.py):
     n_sample_steps: Optional[int] = None  # strided sampler over this many of the N training steps; None: all N
     warm_start_steps: int = 0  # >0: denoise the previous plan, shifted and noised, for only this many steps

@@ -3,6 +3,7 @@
 import json
 import os
 
+import imageio.v2 as imageio
 import numpy as np
 import pytest
 
@@ -55,6 +56,9 @@ def test_train_value_bc_and_plan_with_guidance(tmp_path, hopper_dir):
     assert all(1 <= e["length"] <= 4 for e in results["episodes"])
     assert results["summary"]["seconds_per_step"] > 0 and results["value_run"] == str(value)
     assert (out / "media" / "rollout.mp4").stat().st_size > 0
+    # MuJoCo composites: sampled plans while training (sample_freq 2 of 4 steps), each episode's first plan here.
+    assert sorted(p.name for p in (diffusion / "media").iterdir()) == ["samples_0000002.png", "samples_0000004.png"]
+    assert imageio.imread(out / "media" / "plans.png").shape == (240, 2 * 320, 3)  # 2 episodes side by side
 
     # The fast modes go through the same loop.
     fast = ["planner.n_sample_steps=5", "planner.warm_start_steps=2", "planner.bf16=true", "planner.video=false"]

@@ -8,33 +8,50 @@ from pathlib import Path
 
 import numpy as np
 
-from diffuser.planning.rollout import EpisodeResults
+from diffuser.planning.rollout import EpisodeResults, LocomotionResults
 from diffuser.utils.checkpoint import Run, atomic_write_text, write_config
 from diffuser.utils.logging import Logger
-from diffuser.utils.rendering import save_maze2d_figure
+from diffuser.utils.rendering import (
+    LocomotionRenderer,
+    maze2d_video_frames,
+    save_image,
+    save_maze2d_figure,
+    save_video,
+    stack_images,
+)
 
 
-def log_eval(logger: Logger, summary: dict, step: int) -> None:
-    """The eval/ scalars of a summary, logged and put in the run summary."""
-    logger.log(
-        {
-            "eval/normalized_score": summary["normalized_score_mean"],
-            "eval/normalized_score_se": summary["normalized_score_se"],
-            "eval/return": summary["return_mean"],
-            "eval/episode_length": summary["episode_length_mean"],
-        },
-        step=step,
-    )
-    logger.summary({"eval/normalized_score": summary["normalized_score_mean"],
-                    "eval/normalized_score_se": summary["normalized_score_se"]})
+def log_eval(logger: Logger, results, train_step: int) -> dict:
+    """Per-episode scalars (W&B step = episode index), then the eval/ means at step n_episodes, put in the run
+    summary with the train step of the evaluated checkpoint; returns the summary dict."""
+    summary = results.summary()
+    for i, (r, s, n) in enumerate(zip(results.returns, results.normalized_scores, results.lengths)):
+        logger.log(
+            {"eval/episode_return": r, "eval/episode_normalized_score": s, "eval/episode_length": n}, step=i
+        )
+    means = {
+        "eval/normalized_score": summary["normalized_score_mean"],
+        "eval/normalized_score_se": summary["normalized_score_se"],
+        "eval/return": summary["return_mean"],
+        "eval/return_se": summary["return_se"],
+        "eval/episode_length": summary["episode_length_mean"],
+    }
+    if "seconds_per_step" in summary:
+        means["plan/seconds_per_step"] = summary["seconds_per_step"]
+        means["plan/value_mean"] = results.value_mean
+    logger.log(means, step=len(results.returns))
+    logger.summary({**means, "eval/n_episodes": len(results.returns), "train_step": train_step})
+    return summary
 
 
 def write_maze2d_report(
-    out_dir: Path, results: EpisodeResults, config, run: Run, maze_arr: np.ndarray, logger: Logger, seconds: float
+    out_dir: Path, results: EpisodeResults, config, run: Run, maze_arr: np.ndarray, logger: Logger, seconds: float,
+    fps: int = 20,
 ) -> dict:
-    """results.json (per-episode and mean ± s.e.), config.yaml, media/plans/episode_XXX.png; returns the summary."""
+    """results.json (per-episode and mean ± s.e.), config.yaml, media/plans/episode_XXX.png, media/plans.png and
+    media/rollout.mp4 (the first episode, every 4th step); returns the summary."""
     out_dir = Path(out_dir)
-    summary = results.summary()
+    summary = log_eval(logger, results, run.step)
     record = {
         "summary": summary,
         "episodes": [
@@ -71,28 +88,33 @@ def write_maze2d_report(
         out_dir / "media" / "plans.png", maze_arr, list(results.plan.observations[:k]), list(results.goals[:k]),
         results.trajectories[:k], [f"{s:.1f}" for s in results.normalized_scores[:k]],
     )
-    log_eval(logger, summary, run.step)
-    logger.log_image("media/plan", image, step=run.step)
+    logger.log_image("media/plan", image, step=n)
+    if config.planner.video:
+        frames = maze2d_video_frames(maze_arr, results.plan.observations[0], results.trajectories[0], results.goals[0])
+        video = save_video(out_dir / "media" / "rollout.mp4", frames, fps=fps)
+        logger.log_video("media/rollout", video, fps=fps, step=n)
     logger.log_table(
         "eval/episodes",
         ["seed", "return", "normalized_score", "length"],
         [[e["seed"], e["return"], e["normalized_score"], e["length"]] for e in record["episodes"]],
-        step=run.step,
+        step=n,
     )
     return summary
 
 
 def write_locomotion_report(
-    out_dir: Path, results, config, run: Run, value_run: Run | None, logger: Logger, fps: int = 30
+    out_dir: Path, results: LocomotionResults, config, run: Run, value_run: Run | None, logger: Logger, fps: int = 30
 ) -> dict:
-    """results.json (per-episode and mean ± s.e.), config.yaml and media/rollout.mp4; returns the summary."""
+    """results.json (per-episode and mean ± s.e.), config.yaml, media/rollout.mp4 (the first episode) and
+    media/plans.png (MuJoCo composites of each episode's first plan); returns the summary."""
     out_dir = Path(out_dir)
-    summary = results.summary()
+    summary = log_eval(logger, results, run.step)
+    n = len(results.returns)
     record = {
         "summary": summary,
         "episodes": [
-            {"seed": seed, "return": float(r), "normalized_score": float(s), "length": int(n), "terminal": bool(d)}
-            for seed, r, s, n, d in zip(
+            {"seed": seed, "return": float(r), "normalized_score": float(s), "length": int(k), "terminal": bool(d)}
+            for seed, r, s, k, d in zip(
                 results.seeds, results.returns, results.normalized_scores, results.lengths, results.terminals
             )
         ],
@@ -104,22 +126,20 @@ def write_locomotion_report(
     }
     atomic_write_text(out_dir / "results.json", json.dumps(record, indent=2))
     write_config(out_dir, record["config"])
-    log_eval(logger, summary, run.step)
-    logger.log({"plan/seconds_per_step": summary["seconds_per_step"], "plan/value_mean": results.value_mean},
-               step=run.step)
     logger.log_table(
         "eval/episodes",
         ["seed", "return", "normalized_score", "length", "terminal"],
         [[e["seed"], e["return"], e["normalized_score"], e["length"], e["terminal"]] for e in record["episodes"]],
-        step=run.step,
+        step=n,
     )
     if results.frames is not None:
-        import imageio.v2 as imageio
-
-        path = out_dir / "media" / "rollout.mp4"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(".rollout.tmp.mp4")
-        imageio.mimwrite(tmp, list(results.frames), fps=fps, macro_block_size=1)
-        tmp.replace(path)
-        logger.log_video("media/rollout", results.frames, fps=fps, step=run.step)
+        video = save_video(out_dir / "media" / "rollout.mp4", results.frames, fps=fps)
+        logger.log_video("media/rollout", video, fps=fps, step=n)
+    plans = results.first_plans[: config.planner.n_images]
+    if config.planner.video and len(plans) and plans.shape[1] > 1:  # BC has no plans to draw
+        renderer = LocomotionRenderer.for_env(config.env.name, config.env.gym_version)
+        image = stack_images([renderer.composite(p, every=max(1, len(p) // 8)) for p in plans], columns=2)
+        renderer.close()
+        save_image(out_dir / "media" / "plans.png", image)
+        logger.log_image("media/plan", image, step=n)
     return summary

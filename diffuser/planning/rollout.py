@@ -95,6 +95,7 @@ class LocomotionResults:
     seeds: list[int]
     seconds_per_step: float  # planning seconds per env step (all envs of a step share one call)
     value_mean: float  # mean value of the executed plans (0 without a guide)
+    first_plans: np.ndarray  # (N, horizon, observation_dim): each episode's plan from its first state (BC: horizon 1)
     frames: np.ndarray | None = None  # (T, H, W, 3) uint8 of the first episode
 
     def summary(self) -> dict[str, float]:
@@ -126,6 +127,7 @@ def run_locomotion_episodes(
     generator = torch.Generator(device=policy.device).manual_seed(seed)
     policy.reset()
     planning_seconds, steps, values = 0.0, 0, []
+    first_plans = np.zeros((n, 0, observations.shape[1]))
     for _ in range(max_episode_steps):
         active = np.flatnonzero(running)
         if len(active) == 0:
@@ -133,6 +135,8 @@ def run_locomotion_episodes(
         tick = time.perf_counter()
         step = policy(observations[active], generator, env_ids=active)
         planning_seconds += time.perf_counter() - tick
+        if steps == 0:
+            first_plans = step.plan_observations
         steps += 1
         values.append(float(np.mean(step.values)))
         for k, i in enumerate(active):
@@ -147,5 +151,5 @@ def run_locomotion_episodes(
     scores = np.array([100 * normalized_score(r) for r in returns])
     return LocomotionResults(
         returns, scores, lengths, terminals, [seed + i for i in range(n)], planning_seconds / max(steps, 1),
-        float(np.mean(values)) if values else 0.0, np.stack(frames) if frames is not None else None,
+        float(np.mean(values)) if values else 0.0, first_plans, np.stack(frames) if frames is not None else None,
     )

@@ -59,6 +59,17 @@ def record_config(config: TrainConfig, dataset: SequenceDataset, dataset_path: P
     return record
 
 
+def sample_plans(model: nn.Module, dataset: SequenceDataset, n_samples: int, seed: int) -> np.ndarray:
+    """Plans sampled from the conditions (start, and goal for Maze2D) of random dataset windows, with the model the
+    trainer passes (its EMA copy): unnormalized observations (n_samples, H, observation_dim)."""
+    idx = np.random.default_rng(seed).choice(len(dataset), n_samples)
+    device = next(model.parameters()).device
+    batch = dataset.get_batch(idx).to(device)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    trajectories = model.conditional_sample(batch.conditions, generator=generator).trajectories
+    return model.unnormalize(trajectories)[..., model.action_dim :].cpu().numpy()
+
+
 def maze2d_sample_fn(
     dataset: SequenceDataset, logger: Logger, run_dir: Path, env_name: str, n_samples: int, seed: int
 ) -> Callable[[nn.Module, int], None]:
@@ -69,14 +80,48 @@ def maze2d_sample_fn(
     maze_arr = parse_maze(MAZE2D_SPECS[env_name].layout)
 
     def sample(model: nn.Module, step: int) -> None:
-        idx = np.random.default_rng(seed + step).choice(len(dataset), n_samples)
-        device = next(model.parameters()).device
-        batch = dataset.get_batch(idx).to(device)
-        generator = torch.Generator(device=device).manual_seed(seed + step)
-        trajectories = model.conditional_sample(batch.conditions, generator=generator).trajectories
-        observations = model.unnormalize(trajectories)[..., model.action_dim :].cpu().numpy()
+        observations = sample_plans(model, dataset, n_samples, seed + step)
         path = Path(run_dir) / "media" / f"samples_{step:07d}.png"
         image = save_maze2d_figure(path, maze_arr, list(observations), list(observations[:, -1, :2]))
         logger.log_image("media/plan", image, step)
 
     return sample
+
+
+def locomotion_sample_fn(
+    dataset: SequenceDataset, logger: Logger, run_dir: Path, env_name: str, gym_version: str, n_samples: int,
+    seed: int,
+) -> Callable[[nn.Module, int], None] | None:
+    """Every call samples plans from the first states of random windows and logs their MuJoCo composites, one row
+    per plan. None (with a warning) when MuJoCo cannot render here, so training goes on without pictures."""
+    from diffuser.utils.rendering import LocomotionRenderer, save_image, stack_images
+
+    try:
+        renderer = LocomotionRenderer.for_env(env_name, gym_version)
+    except Exception as error:  # no OpenGL backend: mujoco raises from its own GL loaders
+        print(f"warning: sampled plans will not be rendered ({type(error).__name__}: {error}); "
+              "set MUJOCO_GL=egl or MUJOCO_GL=osmesa for offscreen rendering")
+        return None
+
+    def sample(model: nn.Module, step: int) -> None:
+        observations = sample_plans(model, dataset, n_samples, seed + step)
+        image = stack_images([renderer.composite(o, every=max(1, len(o) // 8)) for o in observations])
+        save_image(Path(run_dir) / "media" / f"samples_{step:07d}.png", image)
+        logger.log_image("media/plan", image, step)
+
+    return sample
+
+
+def make_sample_fn(
+    dataset: SequenceDataset, logger: Logger, run_dir: Path, *, model_kind: str, env_name: str, gym_version: str,
+    n_samples: int, seed: int,
+) -> Callable[[nn.Module, int], None] | None:
+    """The trainer's every-sample_freq picture of sampled plans: Maze2D paths or locomotion MuJoCo composites;
+    None for value and BC models, which sample nothing."""
+    from diffuser.envs.locomotion import is_locomotion
+
+    if model_kind != "diffusion":
+        return None
+    if is_locomotion(env_name):
+        return locomotion_sample_fn(dataset, logger, run_dir, env_name, gym_version, n_samples, seed)
+    return maze2d_sample_fn(dataset, logger, run_dir, env_name, n_samples, seed)

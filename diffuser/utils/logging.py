@@ -87,13 +87,18 @@ class Logger:
 
             self._run.log({key: wandb.Image(str(image) if isinstance(image, (str, Path)) else image)}, step=step)
 
-    def log_video(self, key: str, frames: np.ndarray, fps: int, step: int) -> None:
-        """A video from uint8 frames (T, H, W, C)."""
-        if self._run is not None:
-            import wandb
+    def log_video(self, key: str, video: np.ndarray | str | Path, fps: int, step: int) -> None:
+        """A video: an MP4 file (the caller's copy in media/), or uint8 frames (T, H, W, C) encoded here with
+        imageio-ffmpeg (W&B's own encoder would need moviepy)."""
+        if self._run is None:
+            return
+        import wandb
 
-            video = np.ascontiguousarray(np.asarray(frames, dtype=np.uint8).transpose(0, 3, 1, 2))
-            self._run.log({key: wandb.Video(video, fps=fps, format="mp4")}, step=step)
+        if not isinstance(video, (str, Path)):
+            from diffuser.utils.rendering import save_video
+
+            video = save_video(self.run_dir / "media" / f"{key.replace('/', '_')}_{step}.mp4", video, fps=fps)
+        self._run.log({key: wandb.Video(str(video), format="mp4")}, step=step)
 
     def log_table(self, key: str, columns: list[str], rows: list[list[Any]], step: int) -> None:
         """A table (e.g. one row per episode)."""
