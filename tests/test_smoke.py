@@ -65,21 +65,3 @@ def test_bad_input_gets_one_clear_error(tmp_path, maze2d_dir):
     assert out.returncode != 0 and "maze2d-umaze-sparse-v1.hdf5" in text and "maze2d_generate" in text
     out = run("plan.py", f"runs_root={tmp_path / 'none'}", "logger=disabled", env_dir=maze2d_dir, check=False)
     assert out.returncode != 0 and "no trained run found" in out.stderr + out.stdout
-
-
-@pytest.mark.slow
-def test_notebook_loads_a_run_and_draws_plans(tmp_path, maze2d_dir):
-    import nbformat
-    from nbclient import NotebookClient
-
-    run_dir = tmp_path / "run"
-    run("train.py", "trainer=debug", "logger=disabled", f"run_dir={run_dir}", "model.dim=8",
-        "diffusion.n_diffusion_steps=4", env_dir=maze2d_dir)
-    notebook = nbformat.read(REPO / "notebooks" / "01_maze2d_tour.ipynb", as_version=4)
-    os.environ["DIFFUSER_RUN"] = str(run_dir)
-    try:
-        NotebookClient(notebook, timeout=120, resources={"metadata": {"path": str(REPO / "notebooks")}}).execute()
-    finally:
-        del os.environ["DIFFUSER_RUN"]
-    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
-    assert any(o.get("output_type") == "display_data" and "image/png" in o.get("data", {}) for o in outputs)
