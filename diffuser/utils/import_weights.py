@@ -1,0 +1,390 @@
+"""Import weights of the original Diffuser code or of diffusers' UNet1DModel into a run folder of ours.
+
+  python -m diffuser.utils.import_weights original --checkpoint state_800000.pt --env hopper-medium-v2
+  python -m diffuser.utils.import_weights diffusers --folder hopper-medium-v2/unet --env hopper-medium-v2
+
+The run's config.yaml is the paper preset for the env (``experiment=locomotion``, ``locomotion_value``,
+``halfcheetah``, ``maze2d_umaze`` …, plus any ``key=value`` overrides given after the options); the architecture the
+weights imply (dim, dim_mults, attention, and for the original N, horizon and action weight) must agree with it, or
+the error names the override to add. Neither source saves the normalizer, so it is fitted on the env's dataset as
+training would (Gaussian per dimension for locomotion, Limits for Maze2D). The folder is built beside ``--out`` and
+renamed into place; an existing folder is never touched. Imported runs have no trainer_state.pt: they plan, they do
+not resume training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import pickle
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from torch import Tensor
+
+import diffuser
+from diffuser.config import TrainConfig
+from diffuser.models.key_maps import (
+    KINDS,
+    Architecture,
+    check_original_schedule,
+    diffusers_architecture,
+    diffusers_scheduler_settings,
+    diffusers_to_ours,
+    infer_architecture,
+    load_mapped,
+    original_to_ours,
+    original_wrapper_settings,
+    split_original_state,
+)
+from diffuser.utils.checkpoint import read_config, save_checkpoint, write_config
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+NORMALIZATIONS = ("per-dimension", "diffusers-scalar")
+DIFFUSERS_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
+DIFFUSERS_SUBFOLDERS = {"diffusion": "unet", "value": "value_function"}
+
+
+@dataclass
+class SourceWeights:
+    """Network weights read from another implementation, already under our key names."""
+
+    state: dict[str, Tensor]
+    arch: Architecture
+    step: int
+    record: dict[str, Any]  # provenance, written to config.yaml as `imported_from`
+    schedule: dict[str, Tensor] = field(default_factory=dict)  # the original's wrapper buffers, checked vs ours
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def torch_load_weights(path: Path, what: str) -> Any:
+    """torch.load with weights_only=True (tensors and plain containers only); a refusal is one line naming it."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, OSError, EOFError, ValueError, KeyError, IndexError, AttributeError,
+            pickle.UnpicklingError) as e:
+        reason = (str(e).strip().splitlines() or [""])[0][:200]
+        raise ValueError(f"{path}: not a readable {what} ({type(e).__name__}: {reason}); only tensors and plain "
+                         "containers are loaded (weights_only=True), never arbitrary pickled objects") from None
+
+
+def _state_dict(value: Any, source: str, what: str) -> dict[str, Tensor]:
+    if not isinstance(value, Mapping) or not value or not all(
+        isinstance(k, str) and isinstance(v, Tensor) for k, v in value.items()
+    ):
+        raise ValueError(f"{source}: '{what}' is not a state dict (a mapping of names to tensors)")
+    return dict(value)
+
+
+def read_original(path: Path, weights: str = "ema") -> SourceWeights:
+    """An original ``state_*.pt`` ({'step', 'model', 'ema'}): its ``weights`` entry (EMA by default, as the original
+    plans with) under our key names, with the wrapper's schedule buffers kept for checking."""
+    data = torch_load_weights(Path(path), "original Diffuser checkpoint")
+    if not isinstance(data, Mapping) or weights not in data:
+        found = sorted(map(str, data))[:6] if isinstance(data, Mapping) else type(data).__name__
+        raise ValueError(f"{path}: not an original Diffuser checkpoint: expected a dict with 'step', 'model' and "
+                         f"'ema' (trainer.save's state_*.pt), found {found}")
+    step = data.get("step", 0)
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise ValueError(f"{path}: 'step' is {step!r}, not a non-negative int")
+    net, wrapper, kind = split_original_state(_state_dict(data[weights], str(path), weights), str(path))
+    state, layout = original_to_ours(net, kind)
+    arch = original_wrapper_settings(wrapper, infer_architecture(state, kind, str(path)))
+    record = {"source": "original", "path": str(Path(path).resolve()), "sha256": file_sha256(Path(path)),
+              "weights": weights, "step": step, "layout": layout}
+    return SourceWeights(state, arch, step, record, wrapper)
+
+
+def diffusers_folder(folder: Path, kind: str | None) -> Path:
+    """The model folder holding config.json: ``folder`` itself, or a pipeline's unet/ or value_function/."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"diffusers folder {folder} not found")
+    if (folder / "config.json").is_file():
+        return folder
+    present = [k for k, sub in DIFFUSERS_SUBFOLDERS.items() if (folder / sub / "config.json").is_file()]
+    if kind in present:
+        return folder / DIFFUSERS_SUBFOLDERS[kind]
+    if len(present) == 1 and kind is None:
+        return folder / DIFFUSERS_SUBFOLDERS[present[0]]
+    if present:
+        raise ValueError(f"{folder} is a pipeline folder holding {[DIFFUSERS_SUBFOLDERS[k] for k in present]}: "
+                         f"pass --kind diffusion (unet/) or --kind value (value_function/)")
+    raise FileNotFoundError(f"no config.json in {folder} (nor in its unet/ or value_function/): not a diffusers "
+                            "model folder")
+
+
+def read_diffusers(folder: Path, kind: str | None = None) -> SourceWeights:
+    """A UNet1DModel folder (config.json + diffusion_pytorch_model.safetensors or .bin) under our key names; N
+    and the prediction type come from a scheduler/scheduler_config.json beside it when there is one."""
+    folder = diffusers_folder(folder, kind)
+    config_path = folder / "config.json"
+    arch = diffusers_architecture(_read_json(config_path), str(config_path))
+    record: dict[str, Any] = {"source": "diffusers", "path": str(folder.resolve())}
+    for scheduler_path in (folder.parent / "scheduler" / "scheduler_config.json",
+                           folder / "scheduler" / "scheduler_config.json"):
+        if scheduler_path.is_file():
+            scheduler = _read_json(scheduler_path)
+            arch = diffusers_scheduler_settings(scheduler, arch, str(scheduler_path))
+            record["scheduler"] = {k: v for k, v in scheduler.items() if not k.startswith("_")}
+            break
+    weights = next((folder / name for name in DIFFUSERS_WEIGHTS if (folder / name).is_file()), None)
+    if weights is None:
+        raise FileNotFoundError(f"no {' or '.join(DIFFUSERS_WEIGHTS)} in {folder}")
+    if weights.suffix == ".safetensors":
+        try:
+            raw = load_file(str(weights))
+        except (SafetensorError, OSError) as e:
+            raise ValueError(f"{weights}: not a readable safetensors file ({e})") from None
+    else:
+        raw = torch_load_weights(weights, "diffusers weights file")
+    state = diffusers_to_ours(_state_dict(raw, str(weights), "weights"), arch.kind, str(weights))
+    record.update(weights_file=weights.name, sha256=file_sha256(weights), step=0)
+    return SourceWeights(state, arch, 0, record)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path}: expected a JSON object, found {type(value).__name__}")
+    return value
+
+
+# ---------------------------------------------------------------------------------------------------- config
+def preset_overrides(env_name: str, kind: str) -> list[str]:
+    """The paper preset of an env and model kind, as Hydra overrides of train.yaml."""
+    family = env_name.split("-")[0]
+    if family in ("hopper", "walker2d"):
+        experiment = "locomotion"
+    elif family == "halfcheetah":
+        experiment = "halfcheetah"
+    elif family == "maze2d" and len(env_name.split("-")) > 1 and env_name.split("-")[1] in ("umaze", "medium", "large"):
+        if kind == "value":
+            raise ValueError(f"{env_name}: Maze2D plans without a value model; only --kind diffusion imports")
+        return [f"experiment=maze2d_{env_name.split('-')[1]}", f"env.name={env_name}"]
+    else:
+        raise ValueError(f"--env {env_name!r}: expected a D4RL name such as hopper-medium-v2, walker2d-medium-v2, "
+                         "halfcheetah-medium-v2 or maze2d-umaze-v1")
+    return [f"experiment={experiment}{'_value' if kind == 'value' else ''}", f"env.name={env_name}"]
+
+
+def compose_preset(env_name: str, kind: str, overrides: Sequence[str] = ()) -> TrainConfig:
+    """train.yaml composed with the env's paper preset, then ``overrides`` (which win)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from diffuser.config import register_configs
+
+    if not (CONFIGS / "train.yaml").is_file():
+        raise FileNotFoundError(f"{CONFIGS / 'train.yaml'} not found: run from a checkout of this repository")
+    register_configs()
+    try:
+        with initialize_config_dir(config_dir=str(CONFIGS), version_base=None):
+            cfg = compose(config_name="train", overrides=[*preset_overrides(env_name, kind), *overrides])
+        config: TrainConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
+    except (HydraException, OmegaConfBaseException) as e:
+        raise ValueError(f"config overrides {list(overrides)}: {str(e).splitlines()[0]}") from None
+    if config.model.kind != kind:
+        raise ValueError(f"the weights hold a {kind} model but the config says model.kind={config.model.kind}")
+    return config
+
+
+def check_preset(arch: Architecture, config: TrainConfig, source: str) -> None:
+    """The architecture the weights imply must be the config's; else name every difference and its override."""
+    pairs = {
+        "model.dim": (config.model.dim, arch.dim),
+        "model.dim_mults": (list(config.model.dim_mults), list(arch.dim_mults)),
+        "model.attention": (config.model.attention, arch.attention),
+        "horizon": (config.horizon, arch.horizon),
+        "diffusion.n_diffusion_steps": (config.diffusion.n_diffusion_steps, arch.n_diffusion_steps),
+        "diffusion.action_weight": (config.diffusion.action_weight, arch.action_weight),
+        "diffusion.predict_epsilon": (config.diffusion.predict_epsilon, arch.predict_epsilon),
+    }
+    differ = [(key, ours, theirs) for key, (ours, theirs) in pairs.items() if theirs is not None and ours != theirs]
+    if differ:
+        text = "; ".join(f"{key} is {ours} in the config but {theirs} in the weights" for key, ours, theirs in differ)
+        fix = " ".join(f"{key}={str(theirs).replace(' ', '').lower() if isinstance(theirs, (bool, list)) else theirs}"
+                       for key, _, theirs in differ)
+        raise ValueError(f"{source} does not fit the preset for {config.env.name}: {text}. Add the overrides: {fix}")
+
+
+def scalar_statistics(data: Mapping[str, np.ndarray], action_dim: int, observation_dim: int) -> tuple[Tensor, Tensor]:
+    """diffusers' ValueGuidedRLPipeline normalization: ONE mean and std (ddof 0) over all of 'actions' and one over
+    all of 'observations', repeated per dimension in our [actions, observations] layout: (D,), (D,)."""
+    parts = [(np.asarray(data["actions"], np.float64), action_dim),
+             (np.asarray(data["observations"], np.float64), observation_dim)]
+    mean = torch.cat([torch.full((n,), float(x.mean())) for x, n in parts])
+    std = torch.cat([torch.full((n,), float(x.std())) for x, n in parts])
+    return mean, std
+
+
+# ---------------------------------------------------------------------------------------------------- run folder
+def write_run(out: Path, record: dict[str, Any], model: torch.nn.Module, step: int) -> Path:
+    """config.yaml + checkpoints/step_XXXXXXX/model.safetensors, built in a temp folder and renamed to ``out``."""
+    out = Path(out)
+    if out.exists():
+        raise ValueError(f"{out} already exists; imports never overwrite a folder: pass another --out")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        write_config(tmp, record)
+        ckpt = save_checkpoint(tmp, step, model, {"step": step}, keep=0)
+        (ckpt / "trainer_state.pt").unlink()  # no optimizer or data state to resume from
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o777 & ~mask)  # mkdtemp makes 0700 folders; give the usual permissions
+        os.rename(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def import_weights(
+    source: str,
+    path: str | Path,
+    env: str,
+    *,
+    kind: str | None = None,
+    weights: str = "ema",
+    normalization: str = "per-dimension",
+    out: str | Path | None = None,
+    exp_name: str = "imported",
+    runs_root: str | Path = "runs",
+    overrides: Sequence[str] = (),
+) -> Path:
+    """Convert one checkpoint (``source`` "original" or "diffusers") into a run folder; returns its path."""
+    from diffuser.build import build_dataset, build_model, load_env_data
+
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"--normalization {normalization!r}: valid {list(NORMALIZATIONS)}")
+    if source == "original":
+        weights_in = read_original(Path(path), weights)
+    elif source == "diffusers":
+        weights_in = read_diffusers(Path(path), kind)
+    else:
+        raise ValueError(f"unknown source {source!r}; valid: original, diffusers")
+    arch, where = weights_in.arch, weights_in.record["path"]
+    if kind is not None and kind != arch.kind:
+        raise ValueError(f"{where} holds a {arch.kind} model, not --kind {kind}")
+    run_name = exp_name if arch.kind == "diffusion" else f"{exp_name}_value"
+    stamp = f"{time.strftime('%Y-%m-%d_%H-%M-%S')}_{source}"
+    out = Path(out) if out is not None else Path(runs_root) / env / run_name / stamp
+    if out.exists():  # checked again when renaming into place; here before the dataset is loaded
+        raise ValueError(f"{out} already exists; imports never overwrite a folder: pass another --out")
+    config = compose_preset(env, arch.kind, overrides)
+    config.exp_name, config.runs_root, config.run_dir = run_name, str(runs_root), str(out)
+    check_preset(arch, config, where)
+
+    data, dataset_path = load_env_data(config.env)
+    dataset = build_dataset(data, config.env, horizon=config.horizon, kind=arch.kind)
+    dims = {"observation_dim": dataset.observation_dim, "action_dim": dataset.action_dim,
+            "transition_dim": dataset.transition_dim}
+    if arch.transition_dim != dataset.transition_dim:
+        raise ValueError(f"{where} takes transition_dim {arch.transition_dim} (its first conv's input channels) but "
+                         f"{config.env.name}'s dataset {dataset_path} has action_dim {dataset.action_dim} + "
+                         f"observation_dim {dataset.observation_dim} = {dataset.transition_dim}: import it with the "
+                         "env it was trained on")
+    model = build_model(arch.kind, dataset.normalizer, horizon=config.horizon, observation_dim=dataset.observation_dim,
+                        action_dim=dataset.action_dim, model=config.model, diffusion=config.diffusion)
+    if weights_in.schedule:
+        check_original_schedule(weights_in.schedule, model.schedule, where)
+    load_mapped(model.model, weights_in.state, where)
+    normalizer_note = f"{config.env.normalizer} per dimension, fitted on {dataset_path}"
+    if normalization == "diffusers-scalar":
+        if config.env.normalizer != "gaussian":
+            raise ValueError(f"--normalization diffusers-scalar needs env.normalizer=gaussian, not "
+                             f"{config.env.normalizer}")
+        mean, std = scalar_statistics(data, dataset.action_dim, dataset.observation_dim)
+        model.normalizer.mean.copy_(mean)
+        model.normalizer.std.copy_(std)
+        normalizer_note = f"diffusers-scalar: one mean/std per key (actions, observations) of {dataset_path}"
+
+    record = asdict(config)
+    record.update(dims=dims, dataset_path=str(dataset_path), version=diffuser.__version__,
+                  imported_from={**weights_in.record, "normalizer": normalizer_note})
+    write_run(out, record, model.eval(), weights_in.step)
+    return out
+
+
+def plan_hint(env: str, out: Path, kind: str, exp_name: str | None, runs_root: Path) -> str:
+    """The plan.py command for an imported run: by exp_name when it sits where plan.py looks, else by path."""
+    if env.startswith("maze2d"):
+        return f"python plan.py env=maze2d_{env.split('-')[1]} diffusion_run={out}"
+    guide = " guide=halfcheetah" if env.startswith("halfcheetah") else (
+        " guide=hopper_medium_expert" if env.startswith("hopper-medium-expert") else "")
+    if exp_name is not None:
+        pair = f"exp_name={exp_name}" + (f" runs_root={runs_root}" if str(runs_root) != "runs" else "")
+    elif kind == "diffusion":
+        pair = f"diffusion_run={out} value_run=<value run>"
+    else:
+        pair = f"diffusion_run=<diffusion run> value_run={out}"
+    return f"python plan.py env=locomotion env.name={env} planner=locomotion{guide} {pair}"
+
+
+def main(argv: list[str] | None = None) -> Path:
+    """Command line: ``python -m diffuser.utils.import_weights {original,diffusers} ... --env NAME [key=value ...]``."""
+    from diffuser.utils.cli import user_errors
+
+    parser = argparse.ArgumentParser(prog="python -m diffuser.utils.import_weights",
+                                     description=__doc__.splitlines()[0])
+    sources = parser.add_subparsers(dest="source", required=True)
+    original = sources.add_parser("original", help="a state_*.pt of jannerm/diffuser")
+    original.add_argument("--checkpoint", required=True, type=Path, help="state_*.pt ({'step', 'model', 'ema'})")
+    original.add_argument("--weights", default="ema", choices=["ema", "model"],
+                          help="which weights to import (default ema, as the original plans with)")
+    hf = sources.add_parser("diffusers", help="a UNet1DModel folder (config.json + weights) or its pipeline folder")
+    hf.add_argument("--folder", required=True, type=Path, help="unet/ or value_function/ (or the pipeline root)")
+    hf.add_argument("--normalization", default="per-dimension", choices=NORMALIZATIONS,
+                    help="per-dimension (what the weights were trained with; default) or diffusers-scalar "
+                         "(ValueGuidedRLPipeline's one mean/std per key)")
+    for sub in (original, hf):
+        sub.add_argument("--env", required=True,
+                         help="D4RL name whose dataset fits the normalizer, e.g. hopper-medium-v2")
+        sub.add_argument("--kind", default=None, choices=KINDS,
+                         help="expected model kind (default: read from the weights)")
+        sub.add_argument("--out", default=None, type=Path,
+                         help="new run folder (default runs_root/env/exp_name[_value]/<time>_<source>)")
+        sub.add_argument("--exp-name", default="imported",
+                         help="value runs go to <exp-name>_value, where plan.py exp_name=<exp-name> looks")
+        sub.add_argument("--runs-root", default="runs", type=Path)
+        sub.add_argument("overrides", nargs="*", help="Hydra overrides of the preset, e.g. env.dataset=/path.hdf5")
+    args = parser.parse_args(argv)
+    with user_errors():
+        out = import_weights(
+            args.source, args.checkpoint if args.source == "original" else args.folder, args.env, kind=args.kind,
+            weights=getattr(args, "weights", "ema"), normalization=getattr(args, "normalization", "per-dimension"),
+            out=args.out, exp_name=args.exp_name, runs_root=args.runs_root, overrides=args.overrides,
+        )
+    print(f"imported run: {out}")
+    by_name = args.exp_name if args.out is None else None
+    print(f"plan with: {plan_hint(args.env, out, read_config(out)['model']['kind'], by_name, args.runs_root)}")
+    return out
+
+
+if __name__ == "__main__":
+    main()
