@@ -334,6 +334,10 @@ def test_imported_pair_plans_with_plan_py(tmp_path):
     (diffusion,) = (runs / "hopper-medium-v2" / "imported").iterdir()
     results = json.loads((next((diffusion / "plans").iterdir()) / "results.json").read_text())
     assert len(results["episodes"]) == 1 and "value run:" in out.stdout
+    # Imported runs plan but cannot resume: train.py says so in one line.
+    bad = run_script("train.py", f"run_dir={diffusion}", env_dir=data_dir, check=False)
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    assert f"{diffusion} holds imported weights (original) with no trainer state" in bad.stderr
 
 
 def test_a_failed_write_leaves_no_folder(tmp_path, data_file, monkeypatch):

@@ -26,6 +26,11 @@ def resume_config(config: TrainConfig) -> TrainConfig:
     if not (run_dir / "config.yaml").is_file():
         return config
     saved = {k: v for k, v in read_config(run_dir).items() if k not in DERIVED_KEYS}
+    if "imported_from" in saved:
+        raise ValueError(
+            f"{run_dir} holds imported weights ({saved['imported_from'].get('source', 'another implementation')}) "
+            "with no trainer state to resume: plan with it, or train into a new run_dir"
+        )
     saved_cfg = OmegaConf.merge(OmegaConf.structured(TrainConfig), saved)
     resumed: TrainConfig = OmegaConf.to_object(saved_cfg)  # type: ignore[assignment]
     resumed.trainer.n_train_steps = config.trainer.n_train_steps
