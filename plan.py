@@ -25,7 +25,7 @@ if "DISPLAY" not in os.environ:  # offscreen MuJoCo rendering for the rollout vi
 @hydra.main(config_path="configs", config_name="plan", version_base=None)
 def main(cfg: DictConfig) -> None:
     from diffuser.baselines.bc import BCPlanner
-    from diffuser.envs import make_env, normalized_score
+    from diffuser.envs import evaluation_settings, make_env, normalized_score
     from diffuser.envs.locomotion import is_locomotion, make_locomotion_env
     from diffuser.guides.value_guide import ValueGuide
     from diffuser.planning.guided import GuidedPlanner
@@ -53,7 +53,9 @@ def main(cfg: DictConfig) -> None:
             value = load_run(value_path, device)
             check_compatible(run, value, config.env.discount)
             print(f"value run: {value_path}")
-        make = partial(make_locomotion_env, name, config.env.gym_version) if locomotion else partial(make_env, name)
+        # A run on non-D4RL data (Minari mujoco/*) brings its env version and reference scores (its config.yaml).
+        gym_version, reference = evaluation_settings(run.config, name, config.env.gym_version)
+        make = partial(make_locomotion_env, name, gym_version) if locomotion else partial(make_env, name)
         envs = [make(**({"render_mode": "rgb_array"} if i == 0 and locomotion and config.planner.video else {}))
                 for i in range(config.planner.n_episodes)]
         check_env_dims(envs[0], run.config["dims"], run_path)
@@ -79,7 +81,7 @@ def main(cfg: DictConfig) -> None:
     )
     if locomotion:
         results = run_locomotion_episodes(
-            envs, policy, partial(normalized_score, name), seed=config.seed,
+            envs, policy, partial(normalized_score, name, reference=reference), seed=config.seed,
             max_episode_steps=config.planner.max_episode_steps or 1000, render_first=config.planner.video,
         )
         summary = write_locomotion_report(out_dir, results, config, run, value, logger)

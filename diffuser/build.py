@@ -9,6 +9,7 @@ import numpy as np
 from diffuser.baselines.bc import MLPPolicy
 from diffuser.config import DiffusionConfig, EnvConfig, ModelConfig
 from diffuser.datasets.d4rl import DatasetNotFoundError, find_dataset, load_d4rl
+from diffuser.datasets.minari import is_minari, load_for_env
 from diffuser.datasets.normalization import Normalizer
 from diffuser.datasets.preprocess import preprocess
 from diffuser.datasets.sequence import GoalDataset, SequenceDataset, ValueDataset
@@ -23,8 +24,14 @@ def _is_maze2d(name: str) -> bool:
 
 
 def load_env_data(env: EnvConfig) -> tuple[dict[str, np.ndarray], Path]:
-    """Find (or, for Maze2D with generate_if_missing, generate) the env's dataset, load and preprocess it."""
+    """Find (or, for Maze2D with generate_if_missing, generate) the env's dataset, load and preprocess it.
+
+    ``env.dataset=minari:<id>`` reads a Minari dataset from the local store instead (diffuser/datasets/minari.py).
+    """
     name = env.dataset or env.name
+    if is_minari(name):
+        data, info = load_for_env(name, env.name)
+        return preprocess(data, env.preprocess, env.name), info.path
     if _is_maze2d(env.name):
         how = f"python -m diffuser.datasets.maze2d_generate --env {env.name}  (or env.generate_if_missing=true)"
     else:

@@ -18,7 +18,7 @@ class EnvConfig:
     """Environment and the dataset its models are trained on."""
 
     name: str = "maze2d-umaze-v1"  # gymnasium id (registered on `import diffuser.envs`)
-    dataset: Optional[str] = None  # dataset name or HDF5 path; None = same as `name`
+    dataset: Optional[str] = None  # dataset name, HDF5 path or minari:<id>; None = same as `name`
     generate_if_missing: bool = False  # Maze2D: run the D4RL generation procedure when no file is found
     generate_num_samples: int = 1_000_000  # steps generated when generate_if_missing fires
     preprocess: list[str] = field(default_factory=list)  # e.g. [maze2d_set_terminals]

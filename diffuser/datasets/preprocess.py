@@ -11,12 +11,15 @@ def maze2d_set_terminals(data: Mapping[str, np.ndarray], goal: np.ndarray, thres
     """Re-segment Maze2D data at the fixed goal: timeouts[t] = at_goal[t] and not at_goal[t+1].
 
     A segment ends each time the agent leaves the goal region (‖xy − goal‖ < threshold); the file's own timeouts are
-    overwritten, as in the original's ``maze2d_set_terminals``.
+    overwritten, as in the original's ``maze2d_set_terminals``. Rows flagged in ``resets`` (data read from Minari:
+    the env was reset after that row, so the next one does not continue it) end a segment too.
     """
     xy = np.asarray(data["observations"])[:, :2]
     at_goal = np.linalg.norm(xy - np.asarray(goal, dtype=xy.dtype), axis=-1) < threshold
     timeouts = np.zeros(len(xy), dtype=bool)
     timeouts[:-1] = at_goal[:-1] & ~at_goal[1:]
+    if "resets" in data:
+        timeouts |= np.asarray(data["resets"], dtype=bool)
     return {**data, "timeouts": timeouts}
 
 

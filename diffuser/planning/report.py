@@ -120,6 +120,7 @@ def write_locomotion_report(
         ],
         "diffusion_run": str(run.path),
         "value_run": str(value_run.path) if value_run is not None else None,
+        "dataset_info": run.config.get("dataset_info"),  # Minari data: what it is, which reference scores were used
         "checkpoint": str(run.checkpoint),
         "train_step": run.step,
         "config": dataclasses.asdict(config),

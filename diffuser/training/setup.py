@@ -13,11 +13,12 @@ from torch import nn
 
 import diffuser
 from diffuser.config import TrainConfig
+from diffuser.datasets.minari import describe_minari, is_minari, parse_minari_name
 from diffuser.datasets.sequence import SequenceDataset
 from diffuser.utils.checkpoint import read_config, write_config
 from diffuser.utils.logging import Logger
 
-DERIVED_KEYS = ("dims", "dataset_path", "version")  # written by record_config, not part of TrainConfig
+DERIVED_KEYS = ("dims", "dataset_path", "dataset_info", "version")  # written by record_config, not in TrainConfig
 
 
 def resume_config(config: TrainConfig) -> TrainConfig:
@@ -51,7 +52,8 @@ def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
 
 
 def record_config(config: TrainConfig, dataset: SequenceDataset, dataset_path: Path) -> dict[str, Any]:
-    """Write run_dir/config.yaml: the resolved config plus derived dims, dataset file and package version."""
+    """Write run_dir/config.yaml: the resolved config plus derived dims, dataset file (and, for Minari data, what
+    it is: ``dataset_info``) and package version."""
     record = dataclasses.asdict(config)
     record["dims"] = {
         "observation_dim": dataset.observation_dim,
@@ -59,6 +61,8 @@ def record_config(config: TrainConfig, dataset: SequenceDataset, dataset_path: P
         "transition_dim": dataset.transition_dim,
     }
     record["dataset_path"] = str(dataset_path)
+    if is_minari(config.env.dataset):  # what the data is and how plan.py scores it (env version, reference scores)
+        record["dataset_info"] = describe_minari(parse_minari_name(config.env.dataset)).record()
     record["version"] = diffuser.__version__
     write_config(Path(config.run_dir), record)
     return record
