@@ -84,7 +84,7 @@ def main(cfg: DictConfig) -> None:
             envs, policy, partial(normalized_score, name, reference=reference), seed=config.seed,
             max_episode_steps=config.planner.max_episode_steps or 1000, render_first=config.planner.video,
         )
-        summary = write_locomotion_report(out_dir, results, config, run, value, logger)
+        summary = write_locomotion_report(out_dir, results, config, run, value, logger, gym_version=gym_version)
     else:
         tick = time.perf_counter()
         results = run_maze2d_episodes(

@@ -103,7 +103,8 @@ def write_maze2d_report(
 
 
 def write_locomotion_report(
-    out_dir: Path, results: LocomotionResults, config, run: Run, value_run: Run | None, logger: Logger, fps: int = 30
+    out_dir: Path, results: LocomotionResults, config, run: Run, value_run: Run | None, logger: Logger, *,
+    gym_version: str, fps: int = 30,
 ) -> dict:
     """results.json (per-episode and mean ± s.e.), config.yaml, media/rollout.mp4 (the first episode) and
     media/plans.png (MuJoCo composites of each episode's first plan); returns the summary."""
@@ -138,7 +139,7 @@ def write_locomotion_report(
         logger.log_video("media/rollout", video, fps=fps, step=n)
     plans = results.first_plans[: config.planner.n_images]
     if config.planner.video and len(plans) and plans.shape[1] > 1:  # BC has no plans to draw
-        renderer = LocomotionRenderer.for_env(config.env.name, config.env.gym_version)
+        renderer = LocomotionRenderer.for_env(config.env.name, gym_version)
         image = stack_images([renderer.composite(p, every=max(1, len(p) // 8)) for p in plans], columns=2)
         renderer.close()
         save_image(out_dir / "media" / "plans.png", image)
