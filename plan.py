@@ -10,7 +10,6 @@ import os
 import sys
 import time
 from functools import partial
-from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -30,7 +29,7 @@ def main(cfg: DictConfig) -> None:
     from diffuser.guides.value_guide import ValueGuide
     from diffuser.planning.guided import GuidedPlanner
     from diffuser.planning.maze2d import Maze2dPlanner
-    from diffuser.planning.report import write_locomotion_report, write_maze2d_report
+    from diffuser.planning.report import new_plan_folder, write_locomotion_report, write_maze2d_report
     from diffuser.planning.rollout import run_locomotion_episodes, run_maze2d_episodes
     from diffuser.utils.checkpoint import check_compatible, check_env_dims, find_latest_run, load_run
     from diffuser.utils.cli import user_errors
@@ -72,9 +71,7 @@ def main(cfg: DictConfig) -> None:
             )
     if run.config["env"]["name"] != name:
         print(f"warning: {run_path} was trained on {run.config['env']['name']}, evaluating on {name}")
-    out_dir = Path(run_path) / "plans" / f"{time.strftime('%Y-%m-%d_%H-%M-%S')}_s{config.seed}"
-    while out_dir.exists():  # two evaluations started in the same second: never overwrite the first
-        out_dir = out_dir.with_name(out_dir.name + "_")
+    out_dir = new_plan_folder(run_path, config.seed)
     logger = Logger(
         out_dir, **dataclasses.asdict(config.logger), job_type="plan", config=dataclasses.asdict(config),
         group=f"{name}-{run.config['exp_name']}", name=f"{name}__plan__s{config.seed}__{out_dir.name}",

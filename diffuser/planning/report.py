@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,19 @@ from diffuser.utils.rendering import (
     save_video,
     stack_images,
 )
+
+
+def new_plan_folder(run_path: str | Path, seed: int) -> Path:
+    """Create <run>/plans/<time>_s<seed>, appending "_" while the name is taken (mkdir is atomic, so evaluations
+    started in the same second, e.g. by a parallel multirun, never share a folder)."""
+    path = Path(run_path) / "plans" / f"{time.strftime('%Y-%m-%d_%H-%M-%S')}_s{seed}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            path = path.with_name(path.name + "_")
 
 
 def log_eval(logger: Logger, results, train_step: int) -> dict:

@@ -1,8 +1,10 @@
-"""Run-folder setup for train.py: resume an existing folder, record the resolved config, draw samples."""
+"""Run-folder setup for train.py: the folder of a multirun job, resume an existing folder, record the resolved config,
+draw samples."""
 
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from pathlib import Path
 from typing import Any, Callable
 
@@ -19,6 +21,29 @@ from diffuser.utils.checkpoint import read_config, write_config
 from diffuser.utils.logging import Logger
 
 DERIVED_KEYS = ("dims", "dataset_path", "dataset_info", "version")  # written by record_config, not in TrainConfig
+
+
+def job_run_dir(run_dir: str) -> str:
+    """In a multirun (-m), the folder Hydra made for this job (hydra.sweep.subdir of train.yaml), unless run_dir was
+    given on the command line: parallel jobs with the same seed then never share (and resume) one run folder."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return run_dir
+    hydra = HydraConfig.get()
+    given = any(o.lstrip("+~").split("=")[0] == "run_dir" for o in hydra.overrides.task)
+    return hydra.runtime.output_dir if hydra.mode == RunMode.MULTIRUN and not given else run_dir
+
+
+def drop_stray_job_folder(own: str, agreed: str) -> None:
+    """Remove the folder Hydra made for this rank when it differs from rank 0's (SLURM tasks compose the config
+    one by one, so their timestamped job folders can differ by a second); only Hydra's own files are in it."""
+    path = Path(own)
+    if path.resolve() != Path(agreed).resolve() and path.is_dir():
+        names = {p.name for p in path.iterdir()}
+        if names <= {".hydra", "train.log"}:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def resume_config(config: TrainConfig) -> TrainConfig:

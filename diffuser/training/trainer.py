@@ -14,6 +14,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from diffuser.datasets.sequence import SequenceDataset
+from diffuser.training.distributed import Distributed
 from diffuser.training.ema import EMA
 from diffuser.utils.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
 from diffuser.utils.logging import Logger
@@ -21,6 +22,8 @@ from diffuser.utils.logging import Logger
 
 class NonFiniteLossError(ValueError):
     """Training produced a NaN/inf loss or gradient; raised before the bad step touches the weights or a checkpoint."""
+
+    every_rank = True  # under DDP all ranks raise it at the same step; rank 0 prints the line
 
 
 class BatchStream:
@@ -58,13 +61,17 @@ class BatchStream:
 
 
 class Trainer:
-    """Trains ``model`` (whose forward(batch) returns (loss, info)) and keeps an EMA copy used for sampling/saving."""
+    """Trains ``model`` (whose forward(batch) returns (loss, info)) and keeps an EMA copy used for sampling/saving.
+
+    Under DDP (``dist`` from torchrun) every rank runs this loop on its shard of each global batch; only rank 0 logs
+    (``logger`` is None elsewhere), samples and writes checkpoints.
+    """
 
     def __init__(
         self,
         model: nn.Module,
         dataset: SequenceDataset,
-        logger: Logger,
+        logger: Logger | None,
         run_dir: str | Path,
         *,
         n_train_steps: int,
@@ -83,9 +90,12 @@ class Trainer:
         seed: int = 0,
         sample_fn: Callable[[nn.Module, int], None] | None = None,
         progress: bool = True,
+        dist: Distributed | None = None,
     ):
+        self.dist = dist or Distributed()
         self.device = torch.device(device)
         self.model = model.to(self.device)
+        self.net = self.dist.wrap(self.model, self.device)  # what computes the loss: DDP, or the model itself
         self.ema_model = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.ema = EMA(ema_decay)
         self.dataset = dataset
@@ -101,8 +111,10 @@ class Trainer:
         self.sample_fn = sample_fn
         self.progress = progress
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=learning_rate)
-        self.batches = BatchStream(len(dataset), batch_size, seed)
+        self.batches = BatchStream(len(dataset), batch_size, seed)  # the global batch; each rank takes its shard
+        self.seed = seed
         self.step = 0
+        self.dist.seed_rank(seed)
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:
@@ -115,7 +127,11 @@ class Trainer:
             "batches": self.batches.state(),
             "rng_torch": torch.get_rng_state(),
         }
-        if torch.cuda.is_available():
+        if self.dist.enabled:  # each rank's noise stream (a collective: every rank calls state_dict)
+            state["rng_torch_ranks"] = self.dist.gather(torch.get_rng_state())
+            if self.device.type == "cuda":
+                state["rng_cuda_ranks"] = self.dist.gather(torch.cuda.get_rng_state(self.device))
+        elif torch.cuda.is_available():
             state["rng_cuda"] = torch.cuda.get_rng_state_all()
         return state
 
@@ -125,9 +141,17 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.batches.load_state(state["batches"])
         self.step = int(state["step"])
+        ranks = state.get("rng_torch_ranks")
+        if self.dist.enabled and ranks is not None and len(ranks) == self.dist.world_size:
+            # clone(): set_rng_state reads a row view of the stacked states from the wrong offset (a crash)
+            torch.set_rng_state(ranks[self.dist.rank].clone())
+            if "rng_cuda_ranks" in state and self.device.type == "cuda":
+                torch.cuda.set_rng_state(state["rng_cuda_ranks"][self.dist.rank].clone(), self.device)
+            return
         torch.set_rng_state(state["rng_torch"])
-        if "rng_cuda" in state and torch.cuda.is_available():
+        if "rng_cuda" in state and torch.cuda.is_available() and not self.dist.enabled:
             torch.cuda.set_rng_state_all(state["rng_cuda"])
+        self.dist.seed_rank(self.seed, self.step)  # saved with another number of processes: fresh streams
 
     def resume(self) -> bool:
         """Continue from the run folder's latest checkpoint if there is one."""
@@ -138,8 +162,13 @@ class Trainer:
         print(f"resuming {self.run_dir} from step {self.step}")
         return True
 
-    def save(self) -> Path:
-        return save_checkpoint(self.run_dir, self.step, self.ema_model, self.state_dict(), self.keep_checkpoints)
+    def save(self) -> Path | None:
+        """Rank 0 writes the checkpoint while the other ranks wait; returns its folder (None on other ranks)."""
+        state = self.state_dict()
+        return self.dist.on_main(
+            lambda: save_checkpoint(self.run_dir, self.step, self.ema_model, state, self.keep_checkpoints),
+            what=f"saving the checkpoint of step {self.step}",
+        )
 
     # ------------------------------------------------------------------ loop
     def update_ema(self) -> None:
@@ -164,15 +193,19 @@ class Trainer:
         """
         self.model.train()
         totals: dict[str, float] = {}
-        for _ in range(self.gradient_accumulate_every):
-            batch = self.dataset.get_batch(self.batches.next()).to(self.device)
-            loss, info = self.model(batch)
-            if not bool(torch.isfinite(loss)):
-                self.optimizer.zero_grad(set_to_none=True)
-                raise self._diverged(f"the loss is {loss.item()}")
-            (loss / self.gradient_accumulate_every).backward()
+        for i in range(self.gradient_accumulate_every):
+            batch = self.dataset.get_batch(self.dist.shard(self.batches.next())).to(self.device)
+            with self.dist.no_sync(self.net, sync=i == self.gradient_accumulate_every - 1):
+                loss, info = self.net(batch)
+                finite = bool(torch.isfinite(loss))
+                if self.dist.any(not finite):  # all ranks stop together: none is left waiting in backward
+                    self.optimizer.zero_grad(set_to_none=True)
+                    raise self._diverged(f"the loss is {loss.item()}" if not finite else
+                                         "the loss is not finite on another process")
+                (loss / self.gradient_accumulate_every).backward()
             for k, v in info.items():
                 totals[k] = totals.get(k, 0.0) + v / self.gradient_accumulate_every
+        # Under DDP the gradients are already averaged over ranks, so every rank sees the same norm.
         grads = [p.grad for p in self.model.parameters() if p.grad is not None]
         totals["grad_norm"] = torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])).item()
         if not math.isfinite(totals["grad_norm"]):
@@ -188,10 +221,13 @@ class Trainer:
         On resume, metrics.jsonl rows past the checkpoint's step (logged before an interruption) are dropped, so
         each step appears once.
         """
+        main = self.dist.is_main
         self.resume()
-        self.logger.drop_after(self.step)
+        if main:
+            self.logger.drop_after(self.step)
         # The context closes the bar on an error too, so an error message starts on its own line.
-        with tqdm(total=self.n_train_steps, initial=self.step, disable=not self.progress, desc=self.prefix) as bar:
+        bar = tqdm(total=self.n_train_steps, initial=self.step, disable=not (self.progress and main), desc=self.prefix)
+        with bar:
             sums: dict[str, float] = {}
             count, tick = 0, time.perf_counter()
             while self.step < self.n_train_steps:
@@ -208,10 +244,12 @@ class Trainer:
                     metrics = {f"{self.prefix}/{k}": v / count for k, v in sums.items()}
                     metrics[f"{self.prefix}/lr"] = self.optimizer.param_groups[0]["lr"]
                     metrics[f"{self.prefix}/steps_per_sec"] = count / max(elapsed, 1e-9)
-                    self.logger.log(metrics, self.step)
+                    metrics = self.dist.mean(metrics)  # averaged over ranks (the global batch's values)
+                    if main:
+                        self.logger.log(metrics, self.step)
                     bar.set_postfix(loss=f"{metrics[f'{self.prefix}/loss']:.4f}")
                     sums, count, tick = {}, 0, time.perf_counter()
                 if self.step % self.save_freq == 0 or self.step == self.n_train_steps:
                     self.save()
-                if self.sample_fn is not None and self.sample_freq and self.step % self.sample_freq == 0:
+                if main and self.sample_fn is not None and self.sample_freq and self.step % self.sample_freq == 0:
                     self.sample_fn(self.ema_model, self.step)
