@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# Offscreen MuJoCo rendering without a display; mujoco reads this once, when it is first imported.
+if "DISPLAY" not in os.environ:
+    os.environ.setdefault("MUJOCO_GL", "egl")
 
 import numpy as np
 import pytest

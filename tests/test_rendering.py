@@ -1,15 +1,11 @@
 """Renderers: locomotion observations as MuJoCo frames (root x rebuilt), composites, MP4s; Maze2D episode videos."""
 
-import os
-
 import imageio.v2 as imageio
 import numpy as np
 import pytest
 
-os.environ.setdefault("MUJOCO_GL", "egl")
-
-from diffuser.envs.locomotion import make_locomotion_env  # noqa: E402
-from diffuser.utils.rendering import (  # noqa: E402
+from diffuser.envs.locomotion import make_locomotion_env
+from diffuser.utils.rendering import (
     LocomotionRenderer,
     maze2d_video_frames,
     save_video,
