@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -53,6 +54,13 @@ def test_train_resume_and_plan(tmp_path, maze2d_dir):
     assert [e["seed"] for e in results["episodes"]] == [0, 1, 2]
     assert "normalized_score_mean" in results["summary"] and "normalized_score_se" in results["summary"]
     assert len(list((plan_dir / "media" / "plans").glob("episode_*.png"))) == 3
+
+    # A copied run folder resumes where it is now, leaving the original alone.
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    run("train.py", *common[:2], f"run_dir={copy}", "trainer.n_train_steps=8", env_dir=maze2d_dir)
+    assert (copy / "checkpoints" / "latest.txt").read_text().strip() == "step_0000008"
+    assert (run_dir / "checkpoints" / "latest.txt").read_text().strip() == "step_0000006"
 
 
 @pytest.mark.slow

@@ -47,7 +47,8 @@ def drop_stray_job_folder(own: str, agreed: str) -> None:
 
 
 def resume_config(config: TrainConfig) -> TrainConfig:
-    """If config.run_dir already holds a run, return its saved config (only trainer.n_train_steps may change)."""
+    """If config.run_dir already holds a run, return its saved config (only trainer.n_train_steps may change, and
+    run_dir is where the folder is now)."""
     run_dir = Path(config.run_dir)
     if not (run_dir / "config.yaml").is_file():
         return config
@@ -60,6 +61,7 @@ def resume_config(config: TrainConfig) -> TrainConfig:
     saved_cfg = OmegaConf.merge(OmegaConf.structured(TrainConfig), saved)
     resumed: TrainConfig = OmegaConf.to_object(saved_cfg)  # type: ignore[assignment]
     resumed.trainer.n_train_steps = config.trainer.n_train_steps
+    resumed.run_dir = config.run_dir  # the folder as it is now (it may have been moved or copied since)
     ignored = _differences(dataclasses.asdict(config), dataclasses.asdict(resumed))
     if ignored:
         print(f"resuming {run_dir} with its saved config; ignoring different values for: {', '.join(ignored)}")
