@@ -1,7 +1,7 @@
 """Checkpoint import: original state_*.pt and diffusers UNet1DModel folders → run folders for load_run and plan.py.
 
 The source networks are rebuilt independently in source_layouts.py (the original's attribute names and Rearrange
-slots, a hand-written diffusers name table); with diffusers installed, real UNet1DModel objects are compared too.
+slots, a hand-written diffusers name table), and real diffusers UNet1DModel objects (diffusers is in the dev extra).
 Every comparison feeds the same noisy x and t to the source network and to ours after the import.
 """
 
@@ -197,7 +197,8 @@ def test_diffusers_pipeline_folder_scheduler_and_scalar_normalization(tmp_path, 
 
 
 def real_unet1d(kind, seed, dim=DIM, mults=MULTS, transition_dim=ACT + OBS):
-    diffusers = pytest.importorskip("diffusers")
+    import diffusers  # the dev extra installs it: these comparisons run, never skip
+
     torch.manual_seed(seed)
     return randomize(diffusers.UNet1DModel(**diffusers_config(kind, transition_dim, dim, mults)), seed)
 
@@ -231,7 +232,7 @@ def test_real_diffusers_at_the_hopper_sizes(kind):
 
 
 def test_hand_written_table_names_the_real_diffusers_keys():
-    """The diffusers-free tests' name table is diffusers' own key set (checks the table, when diffusers is here)."""
+    """The diffusers-free tests' name table is diffusers' own key set."""
     for kind in ("diffusion", "value"):
         original = OriginalTemporalUnet(ACT + OBS, DIM, MULTS) if kind == "diffusion" else \
             OriginalValueFunction(H, ACT + OBS, DIM, MULTS)
