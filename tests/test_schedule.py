@@ -1,10 +1,14 @@
+"""The cosine schedule against the original's numbers (its cosine_beta_schedule, N = 20, 64, 256).
+
+Independent derivations of the same quantities (the paper's formula, Bayes' rule, Monte Carlo): test_posterior.py.
+"""
+
 import numpy as np
 import pytest
-import torch
 
 from diffuser.diffusion.schedule import DiffusionSchedule, cosine_beta_schedule
 
-# REFERENCE §4.1, N = 20.
+# The original implementation's betas and posterior std for N = 20.
 BETAS_20 = [0.00799, 0.02007, 0.03225, 0.04468, 0.05752, 0.07096, 0.08521, 0.10055, 0.1173, 0.13592, 0.157, 0.18136,
             0.21021, 0.24537, 0.28973, 0.34814, 0.42943, 0.55102, 0.74848, 0.999]
 POSTERIOR_STD_20 = [0.0758, 0.1232, 0.1617, 0.1952, 0.2257, 0.2546, 0.2827, 0.3107, 0.3392, 0.3690, 0.4007, 0.4354,
@@ -29,11 +33,6 @@ def test_schedule_buffers_closed_forms():
     assert s.posterior_variance[0].item() == 0
     np.testing.assert_allclose(s.posterior_variance[1:].sqrt().numpy(), POSTERIOR_STD_20, atol=2e-4)
     np.testing.assert_allclose(s.posterior_variance[[19, 10, 2]].numpy(), [0.993, 0.136, 0.0152], rtol=5e-3)
-    # Posterior mean of x0 = x_t = x gives back x: coef1 + coef2·sqrt(ᾱ_t)/sqrt(ᾱ_{t-1})... check the defining form.
-    b, ac, acp = s.betas.double(), s.alphas_cumprod.double(), s.alphas_cumprod_prev.double()
-    torch.testing.assert_close(s.posterior_mean_coef1.double(), b * acp.sqrt() / (1 - ac), rtol=1e-5, atol=1e-7)
-    torch.testing.assert_close(s.posterior_mean_coef2.double(), (1 - acp) * (1 - b).sqrt() / (1 - ac),
-                               rtol=1e-5, atol=1e-7)
     assert s.posterior_log_variance_clipped[0].item() == pytest.approx(np.log(1e-20), rel=1e-6)
 
 
