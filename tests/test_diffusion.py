@@ -47,6 +47,13 @@ def test_loss_is_finite_and_backpropagates(predict_epsilon):
     assert all(p.grad is not None for p in diffusion.parameters())
 
 
+def test_loss_weights_by_hand():
+    """H 3, discount 0.5: 1, 0.5, 0.25 have mean 7/12, so the rows weigh 12/7, 6/7, 3/7; then W[0, :A] = 10."""
+    w = loss_weights(3, 4, 1, action_weight=10.0, loss_discount=0.5)
+    expected = torch.tensor([[10.0, 12 / 7, 12 / 7, 12 / 7], [6 / 7] * 4, [3 / 7] * 4])
+    torch.testing.assert_close(w, expected)
+
+
 def test_loss_weights():
     w = loss_weights(H, D, ACT, action_weight=10.0, loss_discount=0.9)
     discounts = 0.9 ** torch.arange(H, dtype=torch.float32)
@@ -72,9 +79,12 @@ def test_loss_value_by_hand_conditioned_entries_have_zero_error():
     error = x ** 2
     error[:, 0, ACT:] = 0
     error[:, -1, ACT:] = 0
-    expected = (error * loss_weights(H, D, ACT, 7.0, 1.0)).mean()
+    weights = torch.ones(H, D)  # loss_discount 1: weight 1 everywhere but the first action
+    weights[0, :ACT] = 7.0
+    expected = (error * weights).mean()
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
-    assert info["a0_loss"] == pytest.approx((x[:, 0, :ACT] ** 2).mean().item(), rel=1e-5)
+    # a0_loss as the original logs it: the first action's unweighted error divided by action_weight.
+    assert info["a0_loss"] == pytest.approx((x[:, 0, :ACT] ** 2).mean().item() / 7.0, rel=1e-5)
 
 
 def test_conditioning_holds_after_every_step():

@@ -201,7 +201,9 @@ class GaussianDiffusion(nn.Module):
     def loss(self, x_start: torch.Tensor, cond: Conditions) -> tuple[torch.Tensor, dict[str, float]]:
         """Weighted L2 between the (conditioned) prediction and its target at a uniform random step.
 
-        x_start: (B, H, D) normalized clean trajectories. Logs ``a0_loss``, the unweighted first-action error.
+        x_start: (B, H, D) normalized clean trajectories. Logs ``a0_loss`` as the original's WeightedLoss does: the
+        first action's unweighted error divided by its weight (action_weight), so 1/10 of the plain first-action
+        error for locomotion and the plain error for Maze2D (weight 1); curves compare with the original's logs.
         """
         batch_size = x_start.shape[0]
         t = torch.randint(0, self.n_diffusion_steps, (batch_size,), device=x_start.device)
@@ -211,7 +213,7 @@ class GaussianDiffusion(nn.Module):
         target = noise if self.predict_epsilon else x_start
         error = (output - target) ** 2
         loss = (error * self.loss_weights[: x_start.shape[1]]).mean()
-        a0_loss = error[:, 0, : self.action_dim].mean()
+        a0_loss = (error[:, 0, : self.action_dim] / self.loss_weights[0, : self.action_dim]).mean()
         return loss, {"loss": loss.item(), "a0_loss": a0_loss.item()}
 
     def forward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
