@@ -14,7 +14,7 @@ from functools import partial
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from diffuser.config import PlanConfig, check_overrides, register_configs
+from diffuser.config import PlanConfig, check_overrides, register_configs, resolve_guide
 
 register_configs()
 if "DISPLAY" not in os.environ:  # offscreen MuJoCo rendering for the rollout video (read when mujoco is imported)
@@ -37,6 +37,7 @@ def main(cfg: DictConfig) -> None:
     from diffuser.utils.seeding import resolve_device, seed_everything
 
     config: PlanConfig = OmegaConf.to_object(cfg)
+    config.guide = resolve_guide(config.guide, config.env.name)  # unset scale, t_stopgrad: the original's for the data
     seed_everything(config.seed)
     name, device, locomotion = config.env.name, resolve_device(config.device), is_locomotion(config.env.name)
     with user_errors():  # bad input (no run, unreadable weights, wrong dims, mismatched runs) → one line
@@ -52,6 +53,7 @@ def main(cfg: DictConfig) -> None:
             value = load_run(value_path, device)
             check_compatible(run, value, config.env.discount)
             print(f"value run: {value_path}")
+            print(f"guide: scale {config.guide.scale}, t_stopgrad {config.guide.t_stopgrad}")
         # A run on non-D4RL data (Minari mujoco/*) brings its env version and reference scores (its config.yaml).
         gym_version, reference = evaluation_settings(run.config, name, config.env.gym_version)
         make = partial(make_locomotion_env, name, gym_version) if locomotion else partial(make_env, name)

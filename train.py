@@ -10,10 +10,11 @@ import sys
 from pathlib import Path
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from diffuser.config import TrainConfig, check_overrides, register_configs
-from diffuser.utils.cli import hydra_overrides_for_rank
+from diffuser.config import TrainConfig, check_overrides, check_paper_experiment, register_configs
+from diffuser.utils.cli import hydra_overrides_for_rank, user_errors
 
 register_configs()
 if "DISPLAY" not in os.environ:  # offscreen MuJoCo rendering of sampled plans (read when mujoco is imported)
@@ -22,6 +23,8 @@ if "DISPLAY" not in os.environ:  # offscreen MuJoCo rendering of sampled plans (
 
 @hydra.main(config_path="configs", config_name="train", version_base=None)
 def main(cfg: DictConfig) -> None:
+    with user_errors():  # a paper preset on a dataset the original trains with other settings → one line
+        check_paper_experiment(HydraConfig.get().runtime.choices.get("experiment"), cfg.env.name)
     from diffuser.build import build_dataset, build_model, load_env_data
     from diffuser.training.distributed import Distributed, PeerError
     from diffuser.training.setup import (
@@ -29,7 +32,6 @@ def main(cfg: DictConfig) -> None:
     )
     from diffuser.training.trainer import NonFiniteLossError, Trainer
     from diffuser.utils.checkpoint import CheckpointError
-    from diffuser.utils.cli import user_errors
     from diffuser.utils.git import write_git_info
     from diffuser.utils.logging import Logger
     from diffuser.utils.seeding import resolve_device, seed_everything

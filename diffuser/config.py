@@ -44,7 +44,7 @@ class ModelConfig:
 
 @dataclass
 class DiffusionConfig:
-    """DDPM settings (REFERENCE §4)."""
+    """DDPM settings (Ho et al. 2020 with the original's x0 prediction and cosine schedule)."""
 
     n_diffusion_steps: int = 64
     beta_schedule: str = "cosine"  # cosine | linear
@@ -101,12 +101,12 @@ class TrainConfig:
 
 @dataclass
 class GuideConfig:
-    """Value guidance of the reverse process (locomotion; REFERENCE §5.1)."""
+    """Value guidance of the reverse process (locomotion; the original's ``n_step_guided_p_sample``)."""
 
     kind: str = "value"  # value | none
-    scale: float = 0.1  # step size of the guide gradient
+    scale: Optional[float] = None  # step size of the guide gradient; None: the original's for env.name (resolve_guide)
     n_guide_steps: int = 2  # gradient steps per denoising step
-    t_stopgrad: int = 2  # no guidance for t < t_stopgrad
+    t_stopgrad: Optional[int] = None  # no guidance for t < t_stopgrad; None: the original's for env.name
     scale_grad_by_std: bool = True  # multiply the gradient by the posterior variance (the original's flag name)
 
 
@@ -141,6 +141,57 @@ class PlanConfig:
     runs_root: str = "runs"
     seed: int = 0
     device: str = "auto"
+
+
+# ---------------------------------------------------------------------------------- the original's per-dataset settings
+# The original overrides its base locomotion settings by dataset name (config/locomotion.py): the three halfcheetah
+# datasets of the paper train H 4 with dim_mults (1, 4, 8) (attention in the diffusion model) and guide with scale
+# 0.001 from t = 4; hopper-medium-expert guides with scale 0.0001 from t = 4. Hydra's defaults list cannot branch on a
+# value such as env.name, so the names are listed here, once: plan.py fills an unset guide scale / t_stopgrad from
+# them (resolve_guide), and train.py refuses a paper preset built for the other architecture
+# (check_paper_experiment).
+HALFCHEETAH_DATASETS = ("halfcheetah-medium-v2", "halfcheetah-medium-replay-v2", "halfcheetah-medium-expert-v2")
+ORIGINAL_GUIDES: dict[str, tuple[float, int]] = {  # dataset → (scale, t_stopgrad)
+    **{name: (0.001, 4) for name in HALFCHEETAH_DATASETS},
+    "hopper-medium-expert-v2": (0.0001, 4),
+}
+BASE_GUIDE = (0.1, 2)  # every other dataset
+
+
+def resolve_guide(guide: GuideConfig, dataset: str) -> GuideConfig:
+    """The guide with an unset (None) scale or t_stopgrad replaced by the original's value for ``dataset``; values
+    set in the config or on the command line are kept."""
+    scale, t_stopgrad = ORIGINAL_GUIDES.get(dataset, BASE_GUIDE)
+    return dataclasses.replace(
+        guide,
+        scale=scale if guide.scale is None else guide.scale,
+        t_stopgrad=t_stopgrad if guide.t_stopgrad is None else guide.t_stopgrad,
+    )
+
+
+# Paper presets of locomotion (experiment option → True for the halfcheetah architecture).
+PAPER_LOCOMOTION_EXPERIMENTS = {"locomotion": False, "locomotion_value": False, "halfcheetah": True,
+                                "halfcheetah_value": True}
+
+
+def check_paper_experiment(experiment: Optional[str], dataset: str) -> None:
+    """Refuse a paper locomotion preset (``experiment=...``) whose architecture is not the original's for ``dataset``,
+    naming the preset to pass. Other experiments (the CPU presets, Maze2D) are not checked."""
+    if experiment not in PAPER_LOCOMOTION_EXPERIMENTS:
+        return
+    value = "_value" if experiment.endswith("_value") else ""
+    halfcheetah_preset = PAPER_LOCOMOTION_EXPERIMENTS[experiment]
+    if dataset in HALFCHEETAH_DATASETS and not halfcheetah_preset:
+        raise ValueError(
+            f"{dataset} needs experiment=halfcheetah{value}: the original trains it with horizon 4 and dim_mults "
+            f"(1, 4, 8){'' if value else ' and attention'}, and experiment={experiment} is the hopper / walker2d "
+            "preset (horizon 32, dim_mults (1, 2, 4, 8))"
+        )
+    if halfcheetah_preset and not dataset.startswith("halfcheetah"):
+        raise ValueError(
+            f"{dataset} needs experiment=locomotion{value}: experiment={experiment} is the halfcheetah preset "
+            "(horizon 4, dim_mults (1, 4, 8)); pass env.name=halfcheetah-... with it"
+        )
 
 
 def register_configs() -> None:

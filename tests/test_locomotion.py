@@ -50,6 +50,7 @@ def test_train_value_bc_and_plan_with_guidance(tmp_path, hopper_dir):
             "planner.batch_size=3", "logger=disabled"]
     out = run("plan.py", *plan, f"runs_root={runs}", env_dir=hopper_dir).stdout
     assert f"run: {diffusion}" in out and f"value run: {value}" in out
+    assert "guide: scale 0.1, t_stopgrad 2" in out  # guide=value resolved for hopper-medium-v2 (test_presets.py)
     out = next((diffusion / "plans").iterdir())
     results = json.loads((out / "results.json").read_text())
     assert [e["seed"] for e in results["episodes"]] == [0, 1]
