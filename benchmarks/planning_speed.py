@@ -61,7 +61,7 @@ N_GUIDE_STEPS = 2
 # planner=locomotion_cpu). Both sides are built alike at either.
 PRESETS = {"paper": {"dim": 32, "batch_size": 64}, "cpu": {"dim": 16, "batch_size": 8}}
 
-# name → GuidedPlanner keyword arguments on top of the paper's sampler ("exact"); fast modes are one entry each.
+# name → GuidedPlanner keyword arguments on top of the original code's sampler ("exact"); one entry per fast mode.
 # "batch_divisor" divides the preset's candidate batch.
 MODES: dict[str, dict] = {
     "exact": {},

@@ -120,7 +120,7 @@ class PlannerConfig:
     n_images: int = 10  # episodes drawn in media/plans.png (Maze2D: path over the maze; locomotion: first plan)
     batch_size: int = 64  # locomotion: candidate plans per env, the best by value is executed
     video: bool = True  # media/rollout.mp4 of the first episode; locomotion also plan composites (MUJOCO_GL=egl)
-    # Locomotion fast modes (the paper's sampler when all are off; see diffuser/planning/guided.py):
+    # Locomotion fast modes (the original code's sampler when all are off; see diffuser/planning/guided.py):
     n_sample_steps: Optional[int] = None  # strided sampler over this many of the N training steps; None: all N
     warm_start_steps: int = 0  # >0: denoise the previous plan, shifted and noised, for only this many steps
     bf16: bool = False  # bfloat16 autocast for the networks

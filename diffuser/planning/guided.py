@@ -3,7 +3,7 @@
 N environments are planned in one call: each observation is repeated ``batch_size`` times, all N·batch_size
 candidates are denoised together with guidance, and each env executes the first action of its highest-value plan.
 
-The defaults are the paper's sampler ("exact"). Fast modes, each off by default:
+The defaults are the original code's sampler ("exact"). Fast modes, each off by default:
 - ``n_sample_steps``: a strided sampler over that many of the N training steps (``GaussianDiffusion.respace``);
 - ``warm_start_steps`` = k: from the second call of an episode on, start from the env's previous best plan shifted
   by one step (the paper's Sec. 5.4), noised to the sampler's step k − 1, and denoise only the last k steps;
