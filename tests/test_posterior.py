@@ -40,11 +40,18 @@ def bayes_posterior(betas, t, x0, x_t):
     Prior N(√ᾱ_{t-1} x0, 1 − ᾱ_{t-1}); likelihood in x_{t-1}: N(x_t / √α_t, β_t / α_t). Precisions add; the mean
     is the precision-weighted mean. At t = 0 the prior is a point mass at x0 (ᾱ_{-1} = 1).
     """
-    alphas, alphas_cumprod = forward_process(betas)
+    _, alphas_cumprod = forward_process(betas)
     if t == 0:
         return x0, 0.0
-    prior_mean, prior_var = math.sqrt(alphas_cumprod[t - 1]) * x0, 1.0 - alphas_cumprod[t - 1]
-    like_mean, like_var = x_t / math.sqrt(alphas[t]), betas[t] / alphas[t]
+    return gaussian_product(alphas_cumprod[t - 1], alphas_cumprod[t], x0, x_t)
+
+
+def gaussian_product(alpha_cumprod_prev, alpha_cumprod, x0, x_t):
+    """Posterior of the earlier of two noise levels ᾱ_prev > ᾱ given x0 and the later one: the prior
+    N(√ᾱ_prev x0, 1 − ᾱ_prev) times the transition x_t ~ N(√a x_prev, 1 − a), a = ᾱ / ᾱ_prev."""
+    a = alpha_cumprod / alpha_cumprod_prev
+    prior_mean, prior_var = math.sqrt(alpha_cumprod_prev) * x0, 1.0 - alpha_cumprod_prev
+    like_mean, like_var = x_t / math.sqrt(a), (1.0 - a) / a
     variance = 1.0 / (1.0 / prior_var + 1.0 / like_var)
     return variance * (prior_mean / prior_var + like_mean / like_var), variance
 
@@ -139,6 +146,23 @@ def test_cosine_schedule_and_q_sample_follow_the_paper_formula(n_steps):
         noise = diffusion.q_sample(zeros, steps(t), ones)[0, 0, 0].item()
         assert signal == pytest.approx(math.sqrt(expected[t]), rel=2e-5)
         assert noise == pytest.approx(math.sqrt(1 - expected[t]), rel=2e-5)
+
+
+def test_strided_posterior_joins_the_kept_noise_levels():
+    """A strided sampler over training steps [0, 5, 10, 14, 19] of N = 20: its step i is the posterior between the
+    kept levels ᾱ_{t_{i-1}} and ᾱ_{t_i} of the training schedule (step 0: x0 itself)."""
+    kept = [0, 5, 10, 14, 19]
+    strided = GaussianDiffusion(nn.Identity(), IdentityNormalizer(D), horizon=H, observation_dim=OBS,
+                                action_dim=ACT, n_diffusion_steps=20).respace(len(kept))
+    _, levels = forward_process(DiffusionSchedule(20).betas.double().tolist())  # running product of 1 − β
+    x0, x_t = 0.7, -1.3
+    for i in range(1, len(kept)):
+        mean, variance, _ = strided.q_posterior(torch.full((1, H, D), x0), torch.full((1, H, D), x_t), steps(i))
+        expected_mean, expected_variance = gaussian_product(levels[kept[i - 1]], levels[kept[i]], x0, x_t)
+        assert mean[0, 0, 0].item() == pytest.approx(expected_mean, rel=1e-4, abs=1e-5), f"step {i}"
+        assert variance.item() == pytest.approx(expected_variance, rel=1e-4), f"step {i}"
+    mean, variance, _ = strided.q_posterior(torch.full((1, H, D), x0), torch.full((1, H, D), x_t), steps(0))
+    assert mean[0, 0, 0].item() == pytest.approx(x0, rel=1e-5) and variance.item() == 0
 
 
 class ConstantX0(nn.Module):
