@@ -30,7 +30,7 @@ def main(cfg: DictConfig) -> None:
     from diffuser.planning.guided import GuidedPlanner
     from diffuser.planning.maze2d import Maze2dPlanner
     from diffuser.planning.report import new_plan_folder, write_locomotion_report, write_maze2d_report
-    from diffuser.planning.rollout import run_locomotion_episodes, run_maze2d_episodes
+    from diffuser.planning.rollout import check_replanning, run_locomotion_episodes, run_maze2d_episodes
     from diffuser.utils.checkpoint import check_compatible, check_env_dims, find_latest_run, load_run
     from diffuser.utils.cli import user_errors
     from diffuser.utils.logging import Logger
@@ -60,9 +60,16 @@ def main(cfg: DictConfig) -> None:
         envs = [make(**({"render_mode": "rgb_array"} if i == 0 and locomotion and config.planner.video else {}))
                 for i in range(config.planner.n_episodes)]
         check_env_dims(envs[0], run.config["dims"], run_path)
-        if locomotion and run.config["model"]["kind"] == "bc":
+        if not locomotion:  # bad planner options (horizons, replanning) are refused before anything is written
+            p = config.planner
+            check_replanning(p.replan_lag, p.replan_every, p.replan_check_every)
+            policy = Maze2dPlanner(
+                run.model, horizons=p.horizons, n_candidates=p.n_candidates, max_residual=p.max_residual,
+                replan_sample_steps=p.replan_sample_steps,
+            )
+        elif run.config["model"]["kind"] == "bc":
             policy = BCPlanner(run.model)
-        elif locomotion:  # bad planner options (steps out of range) are refused before anything is written
+        else:  # bad planner options (steps out of range) are refused before anything is written
             g = config.guide
             policy = GuidedPlanner(
                 run.model, ValueGuide(value.model.model) if value is not None else None,
@@ -86,9 +93,10 @@ def main(cfg: DictConfig) -> None:
         summary = write_locomotion_report(out_dir, results, config, run, value, logger, gym_version=gym_version)
     else:
         tick = time.perf_counter()
+        p = config.planner
         results = run_maze2d_episodes(
-            envs, Maze2dPlanner(run.model), seed=config.seed, multi_task=config.planner.multi_task,
-            max_episode_steps=config.planner.max_episode_steps,
+            envs, policy, seed=config.seed, multi_task=p.multi_task, max_episode_steps=p.max_episode_steps,
+            replan_lag=p.replan_lag, replan_every=p.replan_every, replan_check_every=p.replan_check_every,
         )
         seconds = time.perf_counter() - tick
         summary = write_maze2d_report(out_dir, results, config, run, envs[0].unwrapped.maze_arr, logger, seconds)

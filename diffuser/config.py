@@ -124,6 +124,14 @@ class PlannerConfig:
     n_sample_steps: Optional[int] = None  # strided sampler over this many of the N training steps; None: all N
     warm_start_steps: int = 0  # >0: denoise the previous plan, shifted and noised, for only this many steps
     bf16: bool = False  # bfloat16 autocast for the networks
+    # Maze2D closed loop (all off: the paper's planner, one plan per episode; see diffuser/planning/maze2d.py):
+    horizons: Optional[list[int]] = None  # candidate plan lengths, the shortest dynamically consistent one kept
+    n_candidates: int = 1  # samples per horizon and episode
+    max_residual: float = 5.0  # dynamic consistency a plan must meet (velocity units; the env's limit is 5)
+    replan_lag: float = 0.0  # >0: replan an episode whose position is this far from where its plan puts it now
+    replan_every: int = 0  # >0: replan an episode whose plan is this many steps old
+    replan_check_every: int = 10  # env steps between replanning checks (the stale episodes replan in one call)
+    replan_sample_steps: Optional[int] = None  # strided sampler for replans; None: all N steps
 
 
 @dataclass

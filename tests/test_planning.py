@@ -7,8 +7,8 @@ import diffuser.envs  # noqa: F401
 from diffuser.datasets.normalization import make_normalizer
 from diffuser.diffusion.gaussian import GaussianDiffusion
 from diffuser.models import TemporalUnet
-from diffuser.planning.maze2d import Maze2dPlanner, Plan, track_waypoint
-from diffuser.planning.rollout import run_maze2d_episodes
+from diffuser.planning.maze2d import DT, Maze2dPlanner, Plan, dynamic_residual, track_waypoint
+from diffuser.planning.rollout import check_replanning, needs_replan, run_maze2d_episodes
 
 
 def test_tracking_rule_by_hand():
@@ -67,3 +67,147 @@ def test_episode_runner_scores_a_competent_plan_and_runs_episodes_together():
     assert results.normalized_scores == pytest.approx(100 * (results.returns - 23.85) / (161.86 - 23.85))
     summary = results.summary()
     assert summary["n_episodes"] == 3 and summary["normalized_score_se"] >= 0
+
+
+# ------------------------------------------------------------------ closed loop
+
+
+def test_dynamic_residual_by_hand():
+    """A plan whose positions follow its velocities has residual 0; a jump of length L inside it gives L / (w dt)."""
+    dt, w, speed = 0.01, 8, 2.0
+    t = np.arange(40)
+    xy = np.stack([1.0 + speed * dt * t, np.full(40, 2.0)], -1)
+    velocity = np.tile([speed, 0.0], (40, 1))
+    plan = np.concatenate([xy, velocity], -1)[None]
+    assert dynamic_residual(plan, window=w, dt=dt) == pytest.approx([0.0], abs=1e-9)
+    jumped = plan.copy()
+    jumped[0, 20:, 1] += 0.3  # a sideways jump of 0.3 between steps 19 and 20 that no velocity explains
+    assert dynamic_residual(jumped, window=w, dt=dt) == pytest.approx([0.3 / (w * dt)])
+    # The velocity at step s moves the position from s − 1 to s (semi-implicit Euler): shifting velocities by one
+    # step on a plan that speeds up leaves a residual.
+    accelerating = np.concatenate([np.cumsum(np.cumsum(np.ones((1, 40, 2)) * dt, 1) * dt, 1),
+                                   np.cumsum(np.ones((1, 40, 2)) * dt, 1)], -1)
+    assert dynamic_residual(accelerating, window=w, dt=dt) == pytest.approx([0.0], abs=1e-9)
+    lagged = accelerating.copy()
+    lagged[0, 1:, 2:] = accelerating[0, :-1, 2:]
+    assert dynamic_residual(lagged, window=w, dt=dt)[0] == pytest.approx(np.hypot(dt, dt))
+
+
+class ScriptedHorizonPlanner(Maze2dPlanner):
+    """Samples that jump by ``jump[i]`` at their middle unless their horizon reaches ``needs[i]`` (episode i)."""
+
+    def __init__(self, diffusion, needs, **kwargs):
+        super().__init__(diffusion, **kwargs)
+        self.needs, self.calls = np.asarray(needs), []
+
+    def _sample(self, diffusion, observations, goals, horizon, generator):
+        self.calls.append((len(observations), horizon))
+        n, k = len(self.needs), self.n_candidates
+        samples = np.zeros((n * k, horizon, 6))
+        samples[:, :, 2] = np.arange(horizon)  # x counts steps: the rows say which horizon they came from
+        samples[:, :, 4] = 1.0 / DT  # and the velocity says so too: consistent
+        bad = np.repeat(horizon < self.needs, k)
+        samples[bad, horizon // 2 :, 3] += 1.0 + np.arange(bad.sum())[:, None]  # jumps of 1, 2, ... in y
+        return samples
+
+
+def test_planner_keeps_the_shortest_consistent_horizon_and_pads_it():
+    diffusion = make_planner().diffusion
+    planner = ScriptedHorizonPlanner(diffusion, needs=[8, 16, 40], horizons=[16, 8], max_residual=1.0)
+    plan = planner.plan(np.zeros((3, 4)), np.zeros((3, 2)))
+    assert planner.calls == [(3, 8), (3, 16)]  # shortest first, all episodes in one call per horizon
+    assert plan.lengths.tolist() == [8, 16, 16]  # episode 2 is consistent at no horizon: its least bad sample
+    assert plan.observations.shape == (3, 16, 4)
+    np.testing.assert_allclose(plan.path(0)[:, 0], np.arange(8))
+    np.testing.assert_allclose(plan.observations[0, 8:], np.tile(plan.observations[0, 7], (8, 1)))  # padded
+    assert plan.observations[2, -1, 1] > 0  # episode 2 keeps a jumping plan (the lesser of its two jumps)
+
+
+def test_paper_planner_is_one_sample_of_the_training_horizon():
+    planner = make_planner()
+    plan = planner.plan(np.zeros((2, 4)), np.ones((2, 2)), torch.Generator().manual_seed(0))
+    again = make_planner().diffusion
+    normed = again.conditional_sample(
+        {0: again.normalize_observation(torch.zeros(2, 4)),
+         15: again.normalize_observation(torch.tensor([[1.0, 1.0, 0, 0]] * 2))},
+        generator=torch.Generator().manual_seed(0),
+    )
+    np.testing.assert_allclose(plan.observations, again.unnormalize(normed.trajectories)[..., 2:].numpy(), atol=1e-6)
+    assert plan.lengths.tolist() == [16, 16]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"horizons": [9]}, "planner.horizons"),  # the test network takes multiples of 2
+    ({"horizons": [0]}, "planner.horizons"),
+    ({"n_candidates": 0}, "planner.n_candidates"),
+    ({"max_residual": 0.0}, "planner.max_residual"),
+    ({"replan_sample_steps": 9}, "planner.replan_sample_steps"),
+])
+def test_planner_options_out_of_range_are_refused_by_name(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        Maze2dPlanner(make_planner().diffusion, **kwargs)
+
+
+def test_needs_replan_by_hand():
+    plan = np.array([[0.0, 0, 0, 0], [1, 0, 0, 0], [2, 0, 0, 0], [3, 0, 0, 0]])
+    assert not needs_replan(plan, 2, np.array([2.0, 0.4, 0, 0]), lag=0.5, every=0)  # 0.4 behind: on track
+    assert needs_replan(plan, 2, np.array([1.4, 0.0, 0, 0]), lag=0.5, every=0)  # 0.6 behind
+    assert not needs_replan(plan, 3, np.array([0.0, 0.0, 0, 0]), lag=0.5, every=0)  # plan used up: hold the goal
+    assert not needs_replan(plan, 2, np.array([1.4, 0.0, 0, 0]), lag=0.0, every=0)  # both off: the paper
+    assert needs_replan(plan, 3, np.array([3.0, 0.0, 0, 0]), lag=0.0, every=3)  # 3 steps old
+    with pytest.raises(ValueError, match="planner.replan_lag"):
+        check_replanning(-1.0, 0, 10)
+
+
+CORNERS = np.array([[3.0, 1.0], [3.0, 3.0], [1.0, 3.0], [1.0, 1.0]])  # U-Maze's corridor, start arm to goal
+
+
+def corridor_plan(start: np.ndarray, speed: float = 3.0) -> np.ndarray:
+    """(T, 4) states at constant speed from ``start`` through the corridor corners after the nearest one."""
+    nearest = int(np.argmin(np.linalg.norm(CORNERS - start, axis=1)))
+    points = np.vstack([start, CORNERS[min(nearest + 1, 3):]])
+    path = [points[0]]
+    for a, b in zip(points[:-1], points[1:]):
+        n = max(1, int(np.ceil(np.linalg.norm(b - a) / (speed * DT))))
+        path.extend(a + (b - a) * (np.arange(1, n + 1)[:, None] / n))
+    xy = np.stack(path)
+    velocity = np.vstack([np.zeros(2), np.diff(xy, axis=0) / DT])
+    return np.concatenate([xy, velocity], -1)
+
+
+class ThroughTheWallPlanner(StraightLinePlanner):
+    """First plans go straight at the goal, through the inner wall; replans follow the corridor."""
+
+    def plan(self, observations, goals, generator=None):
+        return super().plan(observations, goals, generator)
+
+    def replan(self, observations, goals, generator=None):
+        self.replanned = getattr(self, "replanned", 0) + len(observations)
+        paths = [corridor_plan(o[:2]) for o in observations]
+        length = max(len(p) for p in paths)
+        padded = np.stack([np.vstack([p, np.repeat(p[-1:], length - len(p), 0)]) for p in paths])
+        return Plan(np.zeros((len(paths), length, 2)), padded, np.array([len(p) for p in paths]))
+
+
+class WallStart(gymnasium.Wrapper):
+    """Starts at rest in U-Maze's bottom-left cell (3, 1), across the inner wall from the goal (1, 1)."""
+
+    def reset(self, *, seed=None, options=None):
+        _, info = self.env.reset(seed=seed, options=options)
+        self.env.unwrapped.set_state(np.array([3.0, 1.0]), np.zeros(2))
+        return np.array([3.0, 1.0, 0.0, 0.0]), info
+
+
+def test_replanning_takes_an_agent_stuck_on_a_wall_around_it():
+    """Plan once: the straight plan pins the agent on the inner wall for the whole episode. Closed loop: the agent
+    falls behind that plan, replans from where it is stuck, follows the corridor and reaches the goal."""
+    envs = [WallStart(gymnasium.make("maze2d-umaze-v1")) for _ in range(2)]
+    planner = ThroughTheWallPlanner(make_planner().diffusion, horizon=80)
+    once = run_maze2d_episodes(envs, planner, seed=0)
+    assert once.n_replans.tolist() == [0, 0] and not hasattr(planner, "replanned")
+    assert (once.returns == 0).all()
+    closed = run_maze2d_episodes(envs, planner, seed=0, replan_lag=0.5, replan_check_every=10)
+    assert (closed.n_replans > 0).all() and planner.replanned == closed.n_replans.sum()
+    assert (closed.returns > 50).all()  # at the goal for the last 50+ of 300 steps
+    assert [len(p) for p in closed.plans] == (closed.n_replans + 1).tolist()
+    assert closed.plans[0][0].shape == (80, 4) and closed.summary()["replans_per_episode"] == closed.n_replans.mean()

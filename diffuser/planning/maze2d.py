@@ -1,48 +1,153 @@
-"""Maze2D planning (the original's ``maze2d`` branch): inpaint start and goal, plan once, track the plan.
+"""Maze2D planning (the original's ``maze2d`` branch): inpaint start and goal, plan, track the plan.
 
-The diffusion model's actions are not executed: a PD rule follows the planned states (REFERENCE §9).
+The diffusion model's actions are not executed: a PD rule follows the planned states, as the original does.
+
+Paper mode (the defaults): one plan of the training horizon per episode, made once. Closed-loop options:
+- ``horizons``: plan with several lengths (the goal always inpainted at the last step, where training put the
+  window's end) and keep, per episode, the shortest plan that is dynamically consistent: its positions move as its
+  own velocities say (``dynamic_residual`` ≤ ``max_residual``). A plan too short for the distance jumps, through
+  walls if need be, and fails the test; no map or simulator is consulted.
+- replanning (``run_maze2d_episodes``): from the current state, for every episode whose tracker fell behind its plan.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import torch
 
 from diffuser.diffusion.gaussian import GaussianDiffusion
+from diffuser.models.temporal_unet import check_horizon
+
+DT = 0.01  # seconds per env step of the point mass (timestep 0.01, frame_skip 1)
 
 
 @dataclass
 class Plan:
-    """Unnormalized planned trajectories: actions (B, H, action_dim), observations (B, H, observation_dim)."""
+    """Unnormalized planned trajectories: actions (B, H, action_dim), observations (B, H, observation_dim).
+
+    lengths (B,): the steps of each plan that count (plans of several horizons are padded with their last state).
+    """
 
     actions: np.ndarray
     observations: np.ndarray
+    lengths: np.ndarray | None = None
+
+    def __post_init__(self):
+        if self.lengths is None:
+            self.lengths = np.full(len(self.observations), self.observations.shape[1])
+
+    def path(self, i: int) -> np.ndarray:
+        """The planned observations of plan i, (lengths[i], observation_dim)."""
+        return self.observations[i, : self.lengths[i]]
+
+
+def dynamic_residual(observations: np.ndarray, window: int = 8, dt: float = DT) -> np.ndarray:
+    """How far a plan's positions stray from its own velocities: the largest, over windows of ``window`` steps, of
+    ‖p[t+w] − p[t] − dt Σ_{s=t+1}^{t+w} v[s]‖ / (w dt), in velocity units (the env's speed limit is 5).
+
+    observations: (B, H, 4) rows (x, y, vx, vy) → (B,). The point mass integrates p[t+1] = p[t] + dt v[t+1]
+    (semi-implicit Euler), so recorded data give ≈ 0 except at wall contacts; a jump of the plan through a wall
+    gives about (jump length) / (w dt). Averaging over a window ignores the model's step-to-step jitter.
+    """
+    w = min(window, observations.shape[1] - 1)
+    velocity_sums = np.cumsum(observations[:, :, 2:], axis=1)
+    displacement = observations[:, w:, :2] - observations[:, :-w, :2]
+    integrated = dt * (velocity_sums[:, w:] - velocity_sums[:, :-w])
+    return (np.linalg.norm(displacement - integrated, axis=-1) / (w * dt)).max(axis=1)
 
 
 class Maze2dPlanner:
-    """Plans N episodes at once with conditions {0: s_0, H−1: [goal_xy, 0, 0]} and tracks each plan's waypoints."""
+    """Plans N episodes at once with conditions {0: s_0, h−1: [goal_xy, 0, 0]} for each candidate horizon h.
 
-    def __init__(self, diffusion: GaussianDiffusion, horizon: int | None = None):
+    horizons: candidate plan lengths, each a valid horizon of the network (None: the training horizon only, the
+    paper's planner). n_candidates: samples per horizon and episode. Each episode keeps the shortest horizon with a
+    sample whose dynamic_residual ≤ max_residual (its most consistent sample there), or else its most consistent
+    sample overall. replan_sample_steps: a strided sampler for ``replan`` (None: the full sampler).
+    """
+
+    def __init__(
+        self,
+        diffusion: GaussianDiffusion,
+        horizon: int | None = None,
+        *,
+        horizons: Sequence[int] | None = None,
+        n_candidates: int = 1,
+        max_residual: float = float("inf"),
+        replan_sample_steps: int | None = None,
+    ):
         self.diffusion = diffusion
         self.horizon = horizon or diffusion.horizon
+        self.horizons = sorted(set(horizons)) if horizons else [self.horizon]
+        if any(isinstance(h, bool) or not isinstance(h, (int, np.integer)) or h < 2 for h in self.horizons):
+            raise ValueError(f"planner.horizons: {list(horizons)} must be integers ≥ 2 (plan lengths in env steps)")
+        dim_mults = getattr(diffusion.model, "dim_mults", None)  # a TemporalUnet takes multiples of 2^levels
+        for h in self.horizons if dim_mults is not None else ():
+            try:
+                check_horizon(h, dim_mults)
+            except ValueError as error:
+                raise ValueError(f"planner.horizons: {error}") from None
+        if n_candidates < 1:
+            raise ValueError(f"planner.n_candidates: {n_candidates} must be ≥ 1")
+        if not max_residual > 0:
+            raise ValueError(f"planner.max_residual: {max_residual} must be > 0 (velocity units; data give ≈ 0)")
+        self.n_candidates = n_candidates
+        self.max_residual = max_residual
+        if replan_sample_steps is not None and not 1 <= replan_sample_steps <= diffusion.n_diffusion_steps:
+            raise ValueError(
+                f"planner.replan_sample_steps: {replan_sample_steps} must be between 1 and the run's "
+                f"{diffusion.n_diffusion_steps} diffusion steps, or null"
+            )
+        self.replanner = diffusion.respace(replan_sample_steps) if replan_sample_steps else diffusion
 
     @torch.no_grad()
     def plan(self, observations: np.ndarray, goals: np.ndarray, generator: torch.Generator | None = None) -> Plan:
         """observations: (N, 4) current states; goals: (N, 2) target positions → Plan of N trajectories."""
-        device = self.diffusion.schedule.betas.device
+        return self._plan(self.diffusion, observations, goals, generator)
+
+    @torch.no_grad()
+    def replan(self, observations: np.ndarray, goals: np.ndarray, generator: torch.Generator | None = None) -> Plan:
+        """As ``plan``, with the replanning sampler."""
+        return self._plan(self.replanner, observations, goals, generator)
+
+    def _sample(self, diffusion, observations, goals, horizon, generator) -> np.ndarray:
+        """(M, 4) starts, (M, 2) goals → (M, horizon, transition_dim) unnormalized samples."""
+        device = diffusion.schedule.betas.device
         observations = torch.as_tensor(np.asarray(observations), dtype=torch.float32, device=device)
         goal_states = torch.zeros_like(observations)
         goal_states[:, :2] = torch.as_tensor(np.asarray(goals), dtype=torch.float32, device=device)
         cond = {
-            0: self.diffusion.normalize_observation(observations),
-            self.horizon - 1: self.diffusion.normalize_observation(goal_states),
+            0: diffusion.normalize_observation(observations),
+            horizon - 1: diffusion.normalize_observation(goal_states),
         }
-        sample = self.diffusion.conditional_sample(cond, horizon=self.horizon, generator=generator)
-        trajectories = self.diffusion.unnormalize(sample.trajectories).cpu().numpy()
-        action_dim = self.diffusion.action_dim
-        return Plan(trajectories[..., :action_dim], trajectories[..., action_dim:])
+        sample = diffusion.conditional_sample(cond, horizon=horizon, generator=generator)
+        return diffusion.unnormalize(sample.trajectories).cpu().numpy()
+
+    def _plan(self, diffusion, observations, goals, generator) -> Plan:
+        n, k, a = len(observations), self.n_candidates, self.diffusion.action_dim
+        if len(self.horizons) == 1 and k == 1:  # the paper's planner: one sample per episode
+            trajectories = self._sample(diffusion, observations, goals, self.horizons[0], generator)
+            return Plan(trajectories[..., :a], trajectories[..., a:])
+        longest = self.horizons[-1]
+        best = np.zeros((n, longest, self.diffusion.transition_dim))
+        lengths, best_residual = np.zeros(n, dtype=int), np.full(n, np.inf)
+        settled = np.zeros(n, dtype=bool)  # a consistent plan was found at a shorter horizon
+        for h in self.horizons:
+            samples = self._sample(
+                diffusion, np.repeat(observations, k, 0), np.repeat(goals, k, 0), h, generator
+            ).reshape(n, k, h, -1)
+            residuals = dynamic_residual(samples[..., a:].reshape(n * k, h, -1)).reshape(n, k)
+            pick = residuals.argmin(axis=1)
+            residual = residuals[np.arange(n), pick]
+            take = ~settled & ((residual <= self.max_residual) | (residual < best_residual))
+            for i in np.flatnonzero(take):
+                best[i, :h] = samples[i, pick[i]]
+                best[i, h:] = samples[i, pick[i], -1]
+                lengths[i], best_residual[i] = h, residual[i]
+            settled |= residual <= self.max_residual
+        return Plan(best[..., :a], best[..., a:], lengths)
 
 
 def track_waypoint(planned_observations: np.ndarray, t: int, state: np.ndarray) -> np.ndarray:

@@ -8,12 +8,15 @@ import time
 from pathlib import Path
 
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 from diffuser.planning.rollout import EpisodeResults, LocomotionResults
 from diffuser.utils.checkpoint import Run, atomic_write_text, write_config
 from diffuser.utils.logging import Logger
 from diffuser.utils.rendering import (
     LocomotionRenderer,
+    draw_maze2d,
     maze2d_video_frames,
     save_image,
     save_maze2d_figure,
@@ -62,8 +65,9 @@ def write_maze2d_report(
     out_dir: Path, results: EpisodeResults, config, run: Run, maze_arr: np.ndarray, logger: Logger, seconds: float,
     fps: int = 20,
 ) -> dict:
-    """results.json (per-episode and mean ± s.e.), config.yaml, media/plans/episode_XXX.png, media/plans.png and
-    media/rollout.mp4 (the first episode, every 4th step); returns the summary."""
+    """results.json (per-episode and mean ± s.e.), config.yaml, media/plans/episode_XXX.png, media/plans.png (first
+    plans), media/failures.png (the worst episodes with all their plans) and media/rollout.mp4 (the first episode,
+    every 4th step); returns the summary."""
     out_dir = Path(out_dir)
     summary = log_eval(logger, results, run.step)
     record = {
@@ -76,6 +80,7 @@ def write_maze2d_report(
                 "length": int(n),
                 "start": results.starts[i].tolist(),
                 "goal": results.goals[i].tolist(),
+                "plan_lengths": [len(plan) for plan in results.plans[i]],  # the first plan's, then each replan's
             }
             for i, (seed, r, s, n) in enumerate(
                 zip(results.seeds, results.returns, results.normalized_scores, results.lengths)
@@ -91,20 +96,21 @@ def write_maze2d_report(
     write_config(out_dir, {**dataclasses.asdict(config), "diffusion_run": str(run.path)})
 
     n = len(results.returns)
+    save_failures_figure(out_dir / "media" / "failures.png", results, maze_arr)
     for i in range(n):
         save_maze2d_figure(
-            out_dir / "media" / "plans" / f"episode_{i:03d}.png", maze_arr, [results.plan.observations[i]],
+            out_dir / "media" / "plans" / f"episode_{i:03d}.png", maze_arr, [results.plan.path(i)],
             [results.goals[i]], [results.trajectories[i]],
             [f"seed {results.seeds[i]}: {results.normalized_scores[i]:.1f}"],
         )
     k = min(n, config.planner.n_images)
     image = save_maze2d_figure(
-        out_dir / "media" / "plans.png", maze_arr, list(results.plan.observations[:k]), list(results.goals[:k]),
+        out_dir / "media" / "plans.png", maze_arr, [results.plan.path(i) for i in range(k)], list(results.goals[:k]),
         results.trajectories[:k], [f"{s:.1f}" for s in results.normalized_scores[:k]],
     )
     logger.log_image("media/plan", image, step=n)
     if config.planner.video:
-        frames = maze2d_video_frames(maze_arr, results.plan.observations[0], results.trajectories[0], results.goals[0])
+        frames = maze2d_video_frames(maze_arr, results.plan.path(0), results.trajectories[0], results.goals[0])
         video = save_video(out_dir / "media" / "rollout.mp4", frames, fps=fps)
         logger.log_video("media/rollout", video, fps=fps, step=n)
     logger.log_table(
@@ -114,6 +120,22 @@ def write_maze2d_report(
         step=n,
     )
     return summary
+
+
+def save_failures_figure(path: Path, results: EpisodeResults, maze_arr: np.ndarray, n_worst: int = 6) -> np.ndarray:
+    """The n_worst lowest-scoring episodes: start (black dot), every plan (coloured by time), executed path (red)."""
+    worst = np.argsort(results.normalized_scores, kind="stable")[:n_worst]
+    fig = Figure(figsize=(2.6 * len(worst), 2.8))
+    canvas = FigureCanvasAgg(fig)
+    for ax, i in zip(fig.subplots(1, len(worst), squeeze=False)[0], worst):
+        draw_maze2d(ax, maze_arr, results.plans[i], results.goals[i], [results.trajectories[i]])
+        ax.set_title(f"seed {results.seeds[i]}: {results.normalized_scores[i]:.1f}\n{len(results.plans[i])} plan(s)",
+                     fontsize=8)
+    fig.tight_layout()
+    canvas.draw()
+    image = np.asarray(canvas.buffer_rgba())[..., :3].copy()
+    save_image(path, image)
+    return image
 
 
 def write_locomotion_report(

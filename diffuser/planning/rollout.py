@@ -34,12 +34,17 @@ class EpisodeResults:
     seeds: list[int]
     starts: np.ndarray
     goals: np.ndarray
-    plan: Plan
+    plan: Plan  # each episode's first plan
     trajectories: list[np.ndarray] = field(default_factory=list)  # executed (T, 4) observations per episode
+    plans: list[list[np.ndarray]] = field(default_factory=list)  # every plan of each episode, (length, 4) each
+    n_replans: np.ndarray | None = None  # (N,) plans made after the first
 
     def summary(self) -> dict[str, float]:
-        """Mean ± standard error of scores and returns (see episode_summary)."""
-        return episode_summary(self.returns, self.normalized_scores, self.lengths)
+        """Mean ± standard error of scores and returns (see episode_summary), and replans per episode."""
+        summary = episode_summary(self.returns, self.normalized_scores, self.lengths)
+        if self.n_replans is not None:
+            summary["replans_per_episode"] = float(self.n_replans.mean())
+        return summary
 
 
 def run_maze2d_episodes(
@@ -49,11 +54,18 @@ def run_maze2d_episodes(
     seed: int,
     multi_task: bool = False,
     max_episode_steps: int | None = None,
+    replan_lag: float = 0.0,
+    replan_every: int = 0,
+    replan_check_every: int = 10,
 ) -> EpisodeResults:
     """Reset env i with seed + i (Multi2D: also draw a random goal), plan all episodes in one call, then track.
 
-    envs: gymnasium Maze2D envs (TimeLimit-wrapped or not); each runs one episode.
+    envs: gymnasium Maze2D envs (TimeLimit-wrapped or not); each runs one episode. The paper plans once
+    (replan_lag = replan_every = 0). Closed loop: every ``replan_check_every`` steps, the episodes whose position is
+    more than ``replan_lag`` from where their plan says they should be now, or whose plan is ``replan_every`` steps
+    old, are replanned from their current state in one batched ``planner.replan`` call.
     """
+    check_replanning(replan_lag, replan_every, replan_check_every)
     n = len(envs)
     observations, goals = [], []
     for i, env in enumerate(envs):
@@ -64,24 +76,54 @@ def run_maze2d_episodes(
         goals.append(np.asarray(env.unwrapped.target, dtype=np.float64))
     observations, goals = np.stack(observations), np.stack(goals)
     generator = torch.Generator(device=planner.diffusion.schedule.betas.device).manual_seed(seed)
-    plan = planner.plan(observations, goals, generator=generator)
+    first = planner.plan(observations, goals, generator=generator)
+    plans = [[first.path(i)] for i in range(n)]
+    planned_at = np.zeros(n, dtype=int)
 
     steps = max_episode_steps or envs[0].spec.max_episode_steps
-    returns, lengths, scores, executed = np.zeros(n), np.zeros(n, dtype=int), np.zeros(n), []
-    for i, env in enumerate(envs):
-        state, total, path = observations[i], 0.0, [observations[i]]
-        for t in range(steps):
-            action = track_waypoint(plan.observations[i], t, state)
-            state, reward, terminated, truncated, _ = env.step(action)
-            total += float(reward)
-            path.append(np.asarray(state, dtype=np.float64))
+    states = observations.copy()
+    returns, lengths, running = np.zeros(n), np.zeros(n, dtype=int), np.ones(n, dtype=bool)
+    executed = [[observations[i]] for i in range(n)]
+    for t in range(steps):
+        if t > 0 and (replan_lag > 0 or replan_every > 0) and t % replan_check_every == 0:
+            stale = [i for i in np.flatnonzero(running) if needs_replan(
+                plans[i][-1], t - planned_at[i], states[i], replan_lag, replan_every)]
+            if stale:
+                plan = planner.replan(states[stale], goals[stale], generator=generator)
+                for k, i in enumerate(stale):
+                    plans[i].append(plan.path(k))
+                    planned_at[i] = t
+        for i in np.flatnonzero(running):
+            action = track_waypoint(plans[i][-1], t - planned_at[i], states[i])
+            state, reward, terminated, truncated, _ = envs[i].step(action)
+            states[i] = state
+            returns[i] += float(reward)
+            executed[i].append(np.asarray(state, dtype=np.float64))
             lengths[i] = t + 1
             if terminated or (truncated and max_episode_steps is None):
-                break
-        returns[i] = total
-        scores[i] = 100 * env.unwrapped.get_normalized_score(total)
-        executed.append(np.stack(path))
-    return EpisodeResults(returns, scores, lengths, [seed + i for i in range(n)], observations, goals, plan, executed)
+                running[i] = False
+    scores = np.array([100 * env.unwrapped.get_normalized_score(r) for env, r in zip(envs, returns)])
+    return EpisodeResults(
+        returns, scores, lengths, [seed + i for i in range(n)], observations, goals, first,
+        [np.stack(path) for path in executed], plans, np.array([len(p) - 1 for p in plans]),
+    )
+
+
+def check_replanning(replan_lag: float, replan_every: int, replan_check_every: int) -> None:
+    """One clear error for replanning options out of range."""
+    if not replan_lag >= 0 or replan_every < 0 or replan_check_every < 1:
+        raise ValueError(
+            f"planner.replan_lag ({replan_lag}) and planner.replan_every ({replan_every}) must be ≥ 0 (0: off) and "
+            f"planner.replan_check_every ({replan_check_every}) ≥ 1"
+        )
+
+
+def needs_replan(plan: np.ndarray, k: int, state: np.ndarray, lag: float, every: int) -> bool:
+    """Whether an episode k steps into its plan (H, 4) should replan: its position is more than ``lag`` (> 0) from
+    the plan's position at step k while the plan lasts, or the plan is ``every`` (> 0) steps old."""
+    if every > 0 and k >= every:
+        return True
+    return lag > 0 and k < len(plan) - 1 and float(np.linalg.norm(plan[k, :2] - state[:2])) > lag
 
 
 @dataclass
