@@ -28,7 +28,7 @@ def main(cfg: DictConfig) -> None:
     from diffuser.envs.locomotion import is_locomotion, make_locomotion_env
     from diffuser.guides.value_guide import ValueGuide
     from diffuser.planning.guided import GuidedPlanner
-    from diffuser.planning.maze2d import Maze2dPlanner
+    from diffuser.planning.maze2d import Maze2dPlanner, plan_lengths
     from diffuser.planning.report import new_plan_folder, write_locomotion_report, write_maze2d_report
     from diffuser.planning.rollout import check_replanning, run_locomotion_episodes, run_maze2d_episodes
     from diffuser.utils.checkpoint import check_compatible, check_env_dims, find_latest_run, load_run
@@ -64,8 +64,9 @@ def main(cfg: DictConfig) -> None:
             p = config.planner
             check_replanning(p.replan_lag, p.replan_every, p.replan_check_every)
             policy = Maze2dPlanner(
-                run.model, horizons=p.horizons, n_candidates=p.n_candidates, max_residual=p.max_residual,
-                replan_sample_steps=p.replan_sample_steps,
+                run.model, horizons=plan_lengths(p.horizon_fractions, run.model), n_candidates=p.n_candidates,
+                max_residual=p.max_residual,
+                n_sample_steps=p.n_sample_steps,
             )
         elif run.config["model"]["kind"] == "bc":
             policy = BCPlanner(run.model)

@@ -122,16 +122,17 @@ class PlannerConfig:
     video: bool = True  # media/rollout.mp4 of the first episode; locomotion also plan composites (MUJOCO_GL=egl)
     # Locomotion fast modes (the original code's sampler when all are off; see diffuser/planning/guided.py):
     n_sample_steps: Optional[int] = None  # strided sampler over this many of the N training steps; None: all N
+    # (locomotion and Maze2D)
     warm_start_steps: int = 0  # >0: denoise the previous plan, shifted and noised, for only this many steps
     bf16: bool = False  # bfloat16 autocast for the networks
     # Maze2D closed loop (all off: the paper's planner, one plan per episode; see diffuser/planning/maze2d.py):
-    horizons: Optional[list[int]] = None  # candidate plan lengths, the shortest dynamically consistent one kept
+    horizon_fractions: Optional[list[float]] = None  # candidate plan lengths as fractions of the run's horizon
+    #   (rounded to lengths the network takes); the shortest dynamically consistent plan is kept
     n_candidates: int = 1  # samples per horizon and episode
     max_residual: float = 5.0  # dynamic consistency a plan must meet (velocity units; the env's limit is 5)
     replan_lag: float = 0.0  # >0: replan an episode whose position is this far from where its plan puts it now
     replan_every: int = 0  # >0: replan an episode whose plan is this many steps old
     replan_check_every: int = 10  # env steps between replanning checks (the stale episodes replan in one call)
-    replan_sample_steps: Optional[int] = None  # strided sampler for replans; None: all N steps
 
 
 @dataclass

@@ -7,7 +7,7 @@ import diffuser.envs  # noqa: F401
 from diffuser.datasets.normalization import make_normalizer
 from diffuser.diffusion.gaussian import GaussianDiffusion
 from diffuser.models import TemporalUnet
-from diffuser.planning.maze2d import DT, Maze2dPlanner, Plan, dynamic_residual, track_waypoint
+from diffuser.planning.maze2d import DT, Maze2dPlanner, Plan, dynamic_residual, plan_lengths, track_waypoint
 from diffuser.planning.rollout import check_replanning, needs_replan, run_maze2d_episodes
 
 
@@ -100,7 +100,7 @@ class ScriptedHorizonPlanner(Maze2dPlanner):
         super().__init__(diffusion, **kwargs)
         self.needs, self.calls = np.asarray(needs), []
 
-    def _sample(self, diffusion, observations, goals, horizon, generator):
+    def _sample(self, observations, goals, horizon, generator):
         self.calls.append((len(observations), horizon))
         n, k = len(self.needs), self.n_candidates
         samples = np.zeros((n * k, horizon, 6))
@@ -141,7 +141,7 @@ def test_paper_planner_is_one_sample_of_the_training_horizon():
     ({"horizons": [0]}, "planner.horizons"),
     ({"n_candidates": 0}, "planner.n_candidates"),
     ({"max_residual": 0.0}, "planner.max_residual"),
-    ({"replan_sample_steps": 9}, "planner.replan_sample_steps"),
+    ({"n_sample_steps": 9}, "planner.n_sample_steps"),
 ])
 def test_planner_options_out_of_range_are_refused_by_name(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -179,10 +179,10 @@ class ThroughTheWallPlanner(StraightLinePlanner):
     """First plans go straight at the goal, through the inner wall; replans follow the corridor."""
 
     def plan(self, observations, goals, generator=None):
-        return super().plan(observations, goals, generator)
-
-    def replan(self, observations, goals, generator=None):
-        self.replanned = getattr(self, "replanned", 0) + len(observations)
+        if not hasattr(self, "replanned"):  # the first call plans every episode
+            self.replanned = 0
+            return super().plan(observations, goals, generator)
+        self.replanned += len(observations)
         paths = [corridor_plan(o[:2]) for o in observations]
         length = max(len(p) for p in paths)
         padded = np.stack([np.vstack([p, np.repeat(p[-1:], length - len(p), 0)]) for p in paths])
@@ -204,10 +204,20 @@ def test_replanning_takes_an_agent_stuck_on_a_wall_around_it():
     envs = [WallStart(gymnasium.make("maze2d-umaze-v1")) for _ in range(2)]
     planner = ThroughTheWallPlanner(make_planner().diffusion, horizon=80)
     once = run_maze2d_episodes(envs, planner, seed=0)
-    assert once.n_replans.tolist() == [0, 0] and not hasattr(planner, "replanned")
+    assert once.n_replans.tolist() == [0, 0] and planner.replanned == 0
     assert (once.returns == 0).all()
+    del planner.replanned
     closed = run_maze2d_episodes(envs, planner, seed=0, replan_lag=0.5, replan_check_every=10)
     assert (closed.n_replans > 0).all() and planner.replanned == closed.n_replans.sum()
     assert (closed.returns > 50).all()  # at the goal for the last 50+ of 300 steps
     assert [len(p) for p in closed.plans] == (closed.n_replans + 1).tolist()
     assert closed.plans[0][0].shape == (80, 4) and closed.summary()["replans_per_episode"] == closed.n_replans.mean()
+
+
+def test_plan_lengths_are_fractions_of_the_run_horizon_rounded_to_the_network():
+    diffusion = make_planner(horizon=16).diffusion  # dim_mults (1, 2): lengths must be even
+    assert plan_lengths(None, diffusion) is None
+    assert plan_lengths([0.5, 0.75, 1.0], diffusion) == [8, 12, 16]
+    assert plan_lengths([0.3, 0.01, 1.0], diffusion) == [2, 4, 16]  # 4.8 → 4 (nearest even), 0.16 → the least, 2
+    with pytest.raises(ValueError, match="planner.horizon_fractions"):
+        plan_lengths([0.0], diffusion)

@@ -54,6 +54,22 @@ def test_train_resume_and_plan(tmp_path, maze2d_dir):
     assert [e["seed"] for e in results["episodes"]] == [0, 1, 2]
     assert "normalized_score_mean" in results["summary"] and "normalized_score_se" in results["summary"]
     assert len(list((plan_dir / "media" / "plans").glob("episode_*.png"))) == 3
+    # The default planner is closed loop: plans of 64, 96 or 128 steps (the run's H 128), replans recorded.
+    assert results["config"]["planner"]["replan_lag"] > 0 and (plan_dir / "media" / "failures.png").is_file()
+    assert all(e["plan_lengths"][0] in (64, 96, 128) for e in results["episodes"])
+    # The paper's planner: one plan of the training horizon per episode.
+    run("plan.py", f"diffusion_run={run_dir}", "planner=maze2d", "planner.n_episodes=2", "planner.max_episode_steps=5",
+        "planner.video=false", "logger=disabled", "seed=7", env_dir=maze2d_dir)
+    paper = json.loads(next((run_dir / "plans").glob("*_s7")).joinpath("results.json").read_text())
+    assert [e["plan_lengths"] for e in paper["episodes"]] == [[128], [128]]
+    # Replanning options out of range: one error line, and no plan folder.
+    before = sorted((run_dir / "plans").iterdir())
+    for bad, name in [("planner.replan_lag=-1", "planner.replan_lag"), ("planner.horizon_fractions=[0]",
+                      "planner.horizon_fractions"), ("planner.max_residual=0", "planner.max_residual")]:
+        out = run("plan.py", f"diffusion_run={run_dir}", bad, "logger=disabled", env_dir=maze2d_dir, check=False)
+        lines = out.stderr.strip().splitlines()
+        assert out.returncode == 1 and lines[-1].startswith("error: ") and name in lines[-1], out.stderr[-2000:]
+    assert sorted((run_dir / "plans").iterdir()) == before
 
     # A copied run folder resumes where it is now, leaving the original alone.
     copy = tmp_path / "copy"

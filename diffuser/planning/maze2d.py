@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from diffuser.diffusion.gaussian import GaussianDiffusion
-from diffuser.models.temporal_unet import check_horizon
+from diffuser.models.temporal_unet import check_horizon, horizon_multiple
 
 DT = 0.01  # seconds per env step of the point mass (timestep 0.01, frame_skip 1)
 
@@ -59,13 +59,23 @@ def dynamic_residual(observations: np.ndarray, window: int = 8, dt: float = DT) 
     return (np.linalg.norm(displacement - integrated, axis=-1) / (w * dt)).max(axis=1)
 
 
+def plan_lengths(fractions: Sequence[float] | None, diffusion: GaussianDiffusion) -> list[int] | None:
+    """Fractions of the run's horizon → plan lengths the network takes (rounded to its multiple), or None."""
+    if fractions is None:
+        return None
+    if any(not 0 < f <= 4 for f in fractions):
+        raise ValueError(f"planner.horizon_fractions: {list(fractions)} must lie in (0, 4] (1.0: the run's horizon)")
+    multiple = horizon_multiple(getattr(diffusion.model, "dim_mults", (1,)))
+    return sorted({max(multiple, multiple * round(f * diffusion.horizon / multiple)) for f in fractions})
+
+
 class Maze2dPlanner:
     """Plans N episodes at once with conditions {0: s_0, h−1: [goal_xy, 0, 0]} for each candidate horizon h.
 
     horizons: candidate plan lengths, each a valid horizon of the network (None: the training horizon only, the
     paper's planner). n_candidates: samples per horizon and episode. Each episode keeps the shortest horizon with a
     sample whose dynamic_residual ≤ max_residual (its most consistent sample there), or else its most consistent
-    sample overall. replan_sample_steps: a strided sampler for ``replan`` (None: the full sampler).
+    sample overall. n_sample_steps: a strided sampler over that many of the N training steps (None: all N).
     """
 
     def __init__(
@@ -76,7 +86,7 @@ class Maze2dPlanner:
         horizons: Sequence[int] | None = None,
         n_candidates: int = 1,
         max_residual: float = float("inf"),
-        replan_sample_steps: int | None = None,
+        n_sample_steps: int | None = None,
     ):
         self.diffusion = diffusion
         self.horizon = horizon or diffusion.horizon
@@ -95,25 +105,16 @@ class Maze2dPlanner:
             raise ValueError(f"planner.max_residual: {max_residual} must be > 0 (velocity units; data give ≈ 0)")
         self.n_candidates = n_candidates
         self.max_residual = max_residual
-        if replan_sample_steps is not None and not 1 <= replan_sample_steps <= diffusion.n_diffusion_steps:
+        if n_sample_steps is not None and not 1 <= n_sample_steps <= diffusion.n_diffusion_steps:
             raise ValueError(
-                f"planner.replan_sample_steps: {replan_sample_steps} must be between 1 and the run's "
+                f"planner.n_sample_steps: {n_sample_steps} must be between 1 and the run's "
                 f"{diffusion.n_diffusion_steps} diffusion steps, or null"
             )
-        self.replanner = diffusion.respace(replan_sample_steps) if replan_sample_steps else diffusion
+        self.sampler = diffusion.respace(n_sample_steps) if n_sample_steps else diffusion
 
-    @torch.no_grad()
-    def plan(self, observations: np.ndarray, goals: np.ndarray, generator: torch.Generator | None = None) -> Plan:
-        """observations: (N, 4) current states; goals: (N, 2) target positions → Plan of N trajectories."""
-        return self._plan(self.diffusion, observations, goals, generator)
-
-    @torch.no_grad()
-    def replan(self, observations: np.ndarray, goals: np.ndarray, generator: torch.Generator | None = None) -> Plan:
-        """As ``plan``, with the replanning sampler."""
-        return self._plan(self.replanner, observations, goals, generator)
-
-    def _sample(self, diffusion, observations, goals, horizon, generator) -> np.ndarray:
+    def _sample(self, observations, goals, horizon, generator) -> np.ndarray:
         """(M, 4) starts, (M, 2) goals → (M, horizon, transition_dim) unnormalized samples."""
+        diffusion = self.sampler
         device = diffusion.schedule.betas.device
         observations = torch.as_tensor(np.asarray(observations), dtype=torch.float32, device=device)
         goal_states = torch.zeros_like(observations)
@@ -125,19 +126,20 @@ class Maze2dPlanner:
         sample = diffusion.conditional_sample(cond, horizon=horizon, generator=generator)
         return diffusion.unnormalize(sample.trajectories).cpu().numpy()
 
-    def _plan(self, diffusion, observations, goals, generator) -> Plan:
+    @torch.no_grad()
+    def plan(self, observations: np.ndarray, goals: np.ndarray, generator: torch.Generator | None = None) -> Plan:
+        """observations: (N, 4) current states; goals: (N, 2) target positions → Plan of N trajectories."""
         n, k, a = len(observations), self.n_candidates, self.diffusion.action_dim
         if len(self.horizons) == 1 and k == 1:  # the paper's planner: one sample per episode
-            trajectories = self._sample(diffusion, observations, goals, self.horizons[0], generator)
+            trajectories = self._sample(observations, goals, self.horizons[0], generator)
             return Plan(trajectories[..., :a], trajectories[..., a:])
         longest = self.horizons[-1]
         best = np.zeros((n, longest, self.diffusion.transition_dim))
         lengths, best_residual = np.zeros(n, dtype=int), np.full(n, np.inf)
         settled = np.zeros(n, dtype=bool)  # a consistent plan was found at a shorter horizon
         for h in self.horizons:
-            samples = self._sample(
-                diffusion, np.repeat(observations, k, 0), np.repeat(goals, k, 0), h, generator
-            ).reshape(n, k, h, -1)
+            samples = self._sample(np.repeat(observations, k, 0), np.repeat(goals, k, 0), h, generator)
+            samples = samples.reshape(n, k, h, -1)
             residuals = dynamic_residual(samples[..., a:].reshape(n * k, h, -1)).reshape(n, k)
             pick = residuals.argmin(axis=1)
             residual = residuals[np.arange(n), pick]

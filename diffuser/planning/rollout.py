@@ -63,7 +63,7 @@ def run_maze2d_episodes(
     envs: gymnasium Maze2D envs (TimeLimit-wrapped or not); each runs one episode. The paper plans once
     (replan_lag = replan_every = 0). Closed loop: every ``replan_check_every`` steps, the episodes whose position is
     more than ``replan_lag`` from where their plan says they should be now, or whose plan is ``replan_every`` steps
-    old, are replanned from their current state in one batched ``planner.replan`` call.
+    old, are replanned from their current state in one batched ``planner.plan`` call.
     """
     check_replanning(replan_lag, replan_every, replan_check_every)
     n = len(envs)
@@ -89,7 +89,7 @@ def run_maze2d_episodes(
             stale = [i for i in np.flatnonzero(running) if needs_replan(
                 plans[i][-1], t - planned_at[i], states[i], replan_lag, replan_every)]
             if stale:
-                plan = planner.replan(states[stale], goals[stale], generator=generator)
+                plan = planner.plan(states[stale], goals[stale], generator=generator)
                 for k, i in enumerate(stale):
                     plans[i].append(plan.path(k))
                     planned_at[i] = t
