@@ -152,7 +152,8 @@ def test_needs_replan_by_hand():
     plan = np.array([[0.0, 0, 0, 0], [1, 0, 0, 0], [2, 0, 0, 0], [3, 0, 0, 0]])
     assert not needs_replan(plan, 2, np.array([2.0, 0.4, 0, 0]), lag=0.5, every=0)  # 0.4 behind: on track
     assert needs_replan(plan, 2, np.array([1.4, 0.0, 0, 0]), lag=0.5, every=0)  # 0.6 behind
-    assert not needs_replan(plan, 3, np.array([0.0, 0.0, 0, 0]), lag=0.5, every=0)  # plan used up: hold the goal
+    assert needs_replan(plan, 5, np.array([2.0, 0.0, 0, 0]), lag=0.5, every=0)  # used up, 1 short of its end
+    assert not needs_replan(plan, 5, np.array([3.2, 0.3, 0, 0]), lag=0.5, every=0)  # used up, at its end
     assert not needs_replan(plan, 2, np.array([1.4, 0.0, 0, 0]), lag=0.0, every=0)  # both off: the paper
     assert needs_replan(plan, 3, np.array([3.0, 0.0, 0, 0]), lag=0.0, every=3)  # 3 steps old
     with pytest.raises(ValueError, match="planner.replan_lag"):

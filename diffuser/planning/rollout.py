@@ -120,10 +120,11 @@ def check_replanning(replan_lag: float, replan_every: int, replan_check_every: i
 
 def needs_replan(plan: np.ndarray, k: int, state: np.ndarray, lag: float, every: int) -> bool:
     """Whether an episode k steps into its plan (H, 4) should replan: its position is more than ``lag`` (> 0) from
-    the plan's position at step k while the plan lasts, or the plan is ``every`` (> 0) steps old."""
+    the plan's position at step k (its last position once the plan is used up), or the plan is ``every`` (> 0)
+    steps old."""
     if every > 0 and k >= every:
         return True
-    return lag > 0 and k < len(plan) - 1 and float(np.linalg.norm(plan[k, :2] - state[:2])) > lag
+    return lag > 0 and float(np.linalg.norm(plan[min(k, len(plan) - 1), :2] - state[:2])) > lag
 
 
 @dataclass
