@@ -120,9 +120,9 @@ class PlannerConfig:
     n_images: int = 10  # episodes drawn in media/plans.png (Maze2D: path over the maze; locomotion: first plan)
     batch_size: int = 64  # locomotion: candidate plans per env, the best by value is executed
     video: bool = True  # media/rollout.mp4 of the first episode; locomotion also plan composites (MUJOCO_GL=egl)
-    # Locomotion fast modes (the original code's sampler when all are off; see diffuser/planning/guided.py):
+    # Fast modes (the original code's sampler when all are off; see diffuser/planning/guided.py); the strided
+    # sampler also serves Maze2D, the warm start and bf16 only locomotion:
     n_sample_steps: Optional[int] = None  # strided sampler over this many of the N training steps; None: all N
-    # (locomotion and Maze2D)
     warm_start_steps: int = 0  # >0: denoise the previous plan, shifted and noised, for only this many steps
     bf16: bool = False  # bfloat16 autocast for the networks
     # Maze2D closed loop (all off: the paper's planner, one plan per episode; see diffuser/planning/maze2d.py):
