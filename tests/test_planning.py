@@ -215,6 +215,28 @@ def test_replanning_takes_an_agent_stuck_on_a_wall_around_it():
     assert closed.plans[0][0].shape == (80, 4) and closed.summary()["replans_per_episode"] == closed.n_replans.mean()
 
 
+class MeasuredReplansPlanner(ThroughTheWallPlanner):
+    """ThroughTheWallPlanner whose plans carry residuals: first plans (0.0, 9.0), every replan 5.0."""
+
+    def plan(self, observations, goals, generator=None):
+        first = not hasattr(self, "replanned")
+        plan = super().plan(observations, goals, generator)
+        plan.residuals = np.array([0.0, 9.0]) if first else np.full(len(observations), 5.0)
+        return plan
+
+
+def test_a_replan_replaces_a_plan_only_if_consistent_or_less_inconsistent():
+    """max_residual 1: episode 0's consistent first plan is never replaced by its inconsistent replans (5 > 1, and
+    not below 0), so it stays pinned on the wall; episode 1's replan (5) beats its first plan (9) and takes it
+    around. Episode 0 keeps being checked, so the planner is asked again and again."""
+    envs = [WallStart(gymnasium.make("maze2d-umaze-v1")) for _ in range(2)]
+    planner = MeasuredReplansPlanner(make_planner().diffusion, horizon=80, max_residual=1.0)
+    results = run_maze2d_episodes(envs, planner, seed=0, replan_lag=0.5, replan_check_every=10)
+    assert results.n_replans.tolist()[0] == 0 and results.n_replans[1] >= 1
+    assert planner.replanned > results.n_replans.sum()  # episode 0 was replanned but kept its plan
+    assert results.returns[0] == 0 and results.returns[1] > 50
+
+
 def test_plan_lengths_are_fractions_of_the_run_horizon_rounded_to_the_network():
     diffusion = make_planner(horizon=16).diffusion  # dim_mults (1, 2): lengths must be even
     assert plan_lengths(None, diffusion) is None

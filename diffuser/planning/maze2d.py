@@ -7,7 +7,8 @@ Paper mode (the defaults): one plan of the training horizon per episode, made on
   window's end) and keep, per episode, the shortest plan that is dynamically consistent: its positions move as its
   own velocities say (``dynamic_residual`` ≤ ``max_residual``). A plan too short for the distance jumps, through
   walls if need be, and fails the test; no map or simulator is consulted.
-- replanning (``run_maze2d_episodes``): from the current state, for every episode whose tracker fell behind its plan.
+- replanning (``run_maze2d_episodes``): from the current state, for every episode whose tracker fell behind its plan;
+  a new plan replaces the current one only if it is consistent or less inconsistent than the current one.
 """
 
 from __future__ import annotations
@@ -29,11 +30,13 @@ class Plan:
     """Unnormalized planned trajectories: actions (B, H, action_dim), observations (B, H, observation_dim).
 
     lengths (B,): the steps of each plan that count (plans of several horizons are padded with their last state).
+    residuals (B,): each plan's dynamic_residual, where the planner measured it (None: the paper's planner).
     """
 
     actions: np.ndarray
     observations: np.ndarray
     lengths: np.ndarray | None = None
+    residuals: np.ndarray | None = None
 
     def __post_init__(self):
         if self.lengths is None:
@@ -149,7 +152,7 @@ class Maze2dPlanner:
                 best[i, h:] = samples[i, pick[i], -1]
                 lengths[i], best_residual[i] = h, residual[i]
             settled |= residual <= self.max_residual
-        return Plan(best[..., :a], best[..., a:], lengths)
+        return Plan(best[..., :a], best[..., a:], lengths, best_residual)
 
 
 def track_waypoint(planned_observations: np.ndarray, t: int, state: np.ndarray) -> np.ndarray:

@@ -63,7 +63,9 @@ def run_maze2d_episodes(
     envs: gymnasium Maze2D envs (TimeLimit-wrapped or not); each runs one episode. The paper plans once
     (replan_lag = replan_every = 0). Closed loop: every ``replan_check_every`` steps, the episodes whose position is
     more than ``replan_lag`` from where their plan says they should be now, or whose plan is ``replan_every`` steps
-    old, are replanned from their current state in one batched ``planner.plan`` call.
+    old, are replanned from their current state in one batched ``planner.plan`` call. A new plan replaces an
+    episode's current plan unless the planner measured it inconsistent (residual > ``planner.max_residual``) and no
+    less so than the current one: the episode then keeps its plan and is checked again later.
     """
     check_replanning(replan_lag, replan_every, replan_check_every)
     n = len(envs)
@@ -79,6 +81,8 @@ def run_maze2d_episodes(
     first = planner.plan(observations, goals, generator=generator)
     plans = [[first.path(i)] for i in range(n)]
     planned_at = np.zeros(n, dtype=int)
+    max_residual = getattr(planner, "max_residual", np.inf)
+    residuals = np.array(first.residuals if first.residuals is not None else np.full(n, np.inf), dtype=float)
 
     steps = max_episode_steps or envs[0].spec.max_episode_steps
     states = observations.copy()
@@ -91,8 +95,11 @@ def run_maze2d_episodes(
             if stale:
                 plan = planner.plan(states[stale], goals[stale], generator=generator)
                 for k, i in enumerate(stale):
+                    new = plan.residuals[k] if plan.residuals is not None else -np.inf
+                    if new > max_residual and new >= residuals[i]:
+                        continue  # no better than the plan in hand: keep tracking it
                     plans[i].append(plan.path(k))
-                    planned_at[i] = t
+                    planned_at[i], residuals[i] = t, new
         for i in np.flatnonzero(running):
             action = track_waypoint(plans[i][-1], t - planned_at[i], states[i])
             state, reward, terminated, truncated, _ = envs[i].step(action)
