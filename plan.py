@@ -65,8 +65,8 @@ def main(cfg: DictConfig) -> None:
             check_replanning(p.replan_lag, p.replan_every, p.replan_check_every)
             policy = Maze2dPlanner(
                 run.model, horizons=plan_lengths(p.horizon_fractions, run.model), n_candidates=p.n_candidates,
-                max_residual=p.max_residual,
-                n_sample_steps=p.n_sample_steps,
+                max_residual=p.max_residual, n_sample_steps=p.n_sample_steps,
+                stride=run.config["env"].get("stride", 1),  # runs written before env.stride plan every step
             )
         elif run.config["model"]["kind"] == "bc":
             policy = BCPlanner(run.model)

@@ -53,6 +53,11 @@ def build_dataset(data: dict[str, np.ndarray], env: EnvConfig, *, horizon: int, 
     """ValueDataset for value models; GoalDataset or SequenceDataset for diffusion models; horizon-1 windows for BC."""
     if kind not in MODEL_KINDS:
         raise ValueError(f"unknown model kind '{kind}'; valid: {list(MODEL_KINDS)}")
+    if env.stride != 1 and not (kind == "diffusion" and env.goal_conditioned):
+        raise ValueError(
+            f"env.stride: {env.stride} is for Maze2D diffusion runs (goal-conditioned, plans tracked by a controller); "
+            "locomotion and value/BC runs execute every step: use env.stride=1"
+        )
     cls = SequenceDataset
     if kind == "value":
         cls = ValueDataset
@@ -67,6 +72,7 @@ def build_dataset(data: dict[str, np.ndarray], env: EnvConfig, *, horizon: int, 
         termination_penalty=env.termination_penalty,
         drop_last_transition=env.drop_last_transition,
         discount=env.discount,
+        stride=env.stride,
     )
 
 

@@ -7,7 +7,9 @@ import diffuser.envs  # noqa: F401
 from diffuser.datasets.normalization import make_normalizer
 from diffuser.diffusion.gaussian import GaussianDiffusion
 from diffuser.models import TemporalUnet
-from diffuser.planning.maze2d import DT, Maze2dPlanner, Plan, dynamic_residual, plan_lengths, track_waypoint
+from diffuser.planning.maze2d import (
+    DT, Maze2dPlanner, Plan, dynamic_residual, plan_lengths, track_waypoint, upsample,
+)
 from diffuser.planning.rollout import check_replanning, needs_replan, run_maze2d_episodes
 
 
@@ -235,6 +237,28 @@ def test_a_replan_replaces_a_plan_only_if_consistent_or_less_inconsistent():
     assert results.n_replans.tolist()[0] == 0 and results.n_replans[1] >= 1
     assert planner.replanned > results.n_replans.sum()  # episode 0 was replanned but kept its plan
     assert results.returns[0] == 0 and results.returns[1] > 50
+
+
+def test_upsample_by_hand():
+    states = np.array([[[0.0, 10.0], [4.0, 10.0], [4.0, 2.0]]])  # every 4 env steps
+    expected = [[0, 10], [1, 10], [2, 10], [3, 10], [4, 10], [4, 8], [4, 6], [4, 4], [4, 2]]
+    np.testing.assert_allclose(upsample(states, 4)[0], expected)
+    assert upsample(states, 1) is states
+
+
+def test_a_strided_run_plans_every_env_step_starting_at_the_state_and_ending_at_the_goal():
+    """A run of H 16 states at stride 3 plans (16 − 1)·3 + 1 = 46 env steps; both planners upsample before judging."""
+    diffusion = make_planner().diffusion
+    starts, goals = np.array([[1.0, 1.0, 0.1, -0.2], [3.0, 2.0, 0.0, 0.3]]), np.array([[3.0, 3.0], [1.0, 1.0]])
+    paper = Maze2dPlanner(diffusion, stride=3).plan(starts, goals, torch.Generator().manual_seed(0))
+    closed = Maze2dPlanner(diffusion, stride=3, horizons=[8, 16], n_candidates=2, max_residual=1e9)
+    plan = closed.plan(starts, goals, torch.Generator().manual_seed(0))
+    assert paper.observations.shape == (2, 46, 4) and plan.lengths.tolist() == [22, 22]  # 8 states: 22 steps
+    for p in (paper, plan):
+        np.testing.assert_allclose(p.observations[:, 0], starts, atol=1e-5)
+        np.testing.assert_allclose(np.stack([p.path(i)[-1, :2] for i in range(2)]), goals, atol=1e-5)
+    with pytest.raises(ValueError, match="stride: 0"):
+        Maze2dPlanner(diffusion, stride=0)
 
 
 def test_plan_lengths_are_fractions_of_the_run_horizon_rounded_to_the_network():

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import gymnasium
 import numpy as np
+import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
@@ -64,6 +65,38 @@ def test_maze2d_segments_end_where_the_agent_leaves_the_goal_and_windows_stay_in
     batch = dataset.get_batch(np.arange(len(dataset)))
     assert set(batch.conditions) == {0, 3}  # start and goal states of each window
     torch.testing.assert_close(batch.conditions[3], batch.trajectories[:, 3, 2:])
+
+
+def test_strided_windows_take_every_stride_th_row_of_a_longer_span_inside_each_segment():
+    """The data of the test above, H 3 at env.stride 2: a window spans 5 rows and keeps rows s, s+2, s+4, so its
+    starts are range(L − 5) per segment (L 11 and 13): 0–5 and 12–19. Conditions: its first and last kept rows."""
+    config = train_config("experiment=maze2d_umaze", "horizon=3", "env.stride=2")
+    xy = np.tile(FAR, (40, 1))
+    xy[[10, 11, 25, 38, 39]] = [[1.0, 1.0], [1.2, 0.9], [0.8, 1.1], [1.0, 1.0], [1.1, 1.0]]
+    rows = np.arange(40, dtype=np.float32)
+    data = {
+        "observations": np.column_stack([xy, rows, -rows]).astype(np.float32),
+        "actions": np.zeros((40, 2), np.float32),
+        "rewards": np.zeros(40, np.float32),
+        "terminals": np.zeros(40, bool),
+        "timeouts": np.zeros(40, bool),
+    }
+    dataset = build_dataset(preprocess(data, config.env.preprocess, config.env.name), config.env, horizon=3,
+                            kind="diffusion")
+    expected = [[s, s + 2, s + 4] for s in [*range(0, 6), *range(12, 20)]]
+    assert window_rows(dataset, 2).tolist() == expected
+    assert set(dataset.get_batch(np.arange(2)).conditions) == {0, 2}
+
+
+def test_a_stride_is_refused_for_runs_that_execute_every_step():
+    config = train_config("experiment=locomotion", "env.stride=4")
+    data = {"observations": np.zeros((20, 3), np.float32), "actions": np.zeros((20, 2), np.float32),
+            "rewards": np.zeros(20, np.float32), "terminals": np.zeros(20, bool), "timeouts": np.eye(20, dtype=bool)[-1]}
+    with pytest.raises(ValueError, match="env.stride: 4 is for Maze2D"):
+        build_dataset(data, config.env, horizon=4, kind="diffusion")
+    maze = train_config("experiment=maze2d_umaze", "env.stride=0")
+    with pytest.raises(ValueError, match="env.stride: 0 must be an integer"):
+        build_dataset(data, maze.env, horizon=4, kind="diffusion")
 
 
 def test_locomotion_windows_run_into_zero_padding_never_into_the_next_episode():

@@ -98,12 +98,17 @@ class SequenceDataset(torch.utils.data.Dataset):
         max_episode_steps: int | None = None,
         drop_last_transition: bool = False,
         discount: float = 0.997,
+        stride: int = 1,
     ):
-        """data: flat D4RL arrays (after preprocessing). drop_last_transition: drop each episode's last row (Maze2D)."""
+        """data: flat D4RL arrays (after preprocessing). drop_last_transition: drop each episode's last row (Maze2D).
+        stride: a window holds every stride-th row of (horizon − 1)·stride + 1 consecutive rows (1: all of them)."""
         super().__init__()
         if horizon < 1:
             raise ValueError(f"horizon must be >= 1, got {horizon}")
-        self.horizon = horizon
+        if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or stride < 1:
+            raise ValueError(f"env.stride: {stride} must be an integer ≥ 1 (1: every step, the paper's windows)")
+        self.horizon, self.stride = horizon, int(stride)
+        span = (horizon - 1) * self.stride + 1  # rows a window covers
         self.use_padding = use_padding
         self.max_path_length = max_path_length
         self.discount = discount
@@ -132,7 +137,7 @@ class SequenceDataset(torch.utils.data.Dataset):
         self.path_lengths = lengths
 
         # Flat layout: each episode followed by `pad` zero rows.
-        pad = horizon if use_padding else 0
+        pad = span if use_padding else 0
         offsets = np.concatenate([[0], np.cumsum(lengths + pad)[:-1]]).astype(np.int64)
         total = int((lengths + pad).sum())
         rows = np.concatenate([np.arange(s, e) for s, e in zip(starts, ends)])
@@ -152,20 +157,21 @@ class SequenceDataset(torch.utils.data.Dataset):
 
         starts_per_episode = []
         for offset, length in zip(offsets, lengths):
-            max_start = min(length - 1, max_path_length - horizon)
+            max_start = min(length - 1, max_path_length - span)
             if not use_padding:
-                max_start = min(max_start, length - horizon)
+                max_start = min(max_start, length - span)
             if max_start > 0:
                 starts_per_episode.append(offset + np.arange(max_start))
         if not starts_per_episode:
             if not use_padding:
                 remedy = "use a shorter horizon or set env.use_padding=true"
-            elif max_path_length <= horizon:
+            elif max_path_length <= span:
                 remedy = f"use a shorter horizon or raise env.max_path_length ({max_path_length}) above it"
             else:
                 remedy = "windows start inside an episode and before its last step: use episodes of 2+ steps"
             raise ValueError(
-                f"no window of horizon {horizon} fits in any episode (longest episode: {lengths.max()} steps); "
+                f"no window of horizon {horizon} (stride {self.stride}: {span} steps) fits in any episode "
+                f"(longest episode: {lengths.max()} steps); "
                 + remedy
             )
         self.indices = np.concatenate(starts_per_episode)
@@ -187,7 +193,7 @@ class SequenceDataset(torch.utils.data.Dataset):
 
     def get_batch(self, idx: np.ndarray) -> Batch:
         """Gather windows idx (B,) → Batch with trajectories (B, H, D)."""
-        rows = self.indices[np.asarray(idx)][:, None] + np.arange(self.horizon)
+        rows = self.indices[np.asarray(idx)][:, None] + self.stride * np.arange(self.horizon)
         trajectories = self.trajectories[torch.from_numpy(rows)]
         return Batch(trajectories, self.conditions(trajectories))
 

@@ -62,6 +62,17 @@ def dynamic_residual(observations: np.ndarray, window: int = 8, dt: float = DT) 
     return (np.linalg.norm(displacement - integrated, axis=-1) / (w * dt)).max(axis=1)
 
 
+def upsample(trajectories: np.ndarray, stride: int) -> np.ndarray:
+    """States every ``stride`` env steps (B, H, D) → every step (B, (H − 1)·stride + 1, D), linear in between."""
+    if stride == 1:
+        return trajectories
+    h = trajectories.shape[1]
+    t = np.arange((h - 1) * stride + 1) / stride  # each env step's place on the plan's own time axis
+    j = np.minimum(t.astype(int), h - 2)
+    frac = (t - j)[None, :, None]
+    return trajectories[:, j] * (1 - frac) + trajectories[:, j + 1] * frac
+
+
 def plan_lengths(fractions: Sequence[float] | None, diffusion: GaussianDiffusion) -> list[int] | None:
     """Fractions of the run's horizon → plan lengths the network takes (rounded to its multiple), or None."""
     if fractions is None:
@@ -79,6 +90,8 @@ class Maze2dPlanner:
     paper's planner). n_candidates: samples per horizon and episode. Each episode keeps the shortest horizon with a
     sample whose dynamic_residual ≤ max_residual (its most consistent sample there), or else its most consistent
     sample overall. n_sample_steps: a strided sampler over that many of the N training steps (None: all N).
+    stride: the run's env.stride; a plan of h states is upsampled to (h − 1)·stride + 1 env steps before it is
+    judged and tracked.
     """
 
     def __init__(
@@ -90,8 +103,12 @@ class Maze2dPlanner:
         n_candidates: int = 1,
         max_residual: float = float("inf"),
         n_sample_steps: int | None = None,
+        stride: int = 1,
     ):
         self.diffusion = diffusion
+        if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or stride < 1:
+            raise ValueError(f"stride: {stride} must be an integer ≥ 1 (the run's env.stride)")
+        self.stride = int(stride)
         self.horizon = horizon or diffusion.horizon
         self.horizons = sorted(set(horizons)) if horizons else [self.horizon]
         if any(isinstance(h, bool) or not isinstance(h, (int, np.integer)) or h < 2 for h in self.horizons):
@@ -134,14 +151,16 @@ class Maze2dPlanner:
         """observations: (N, 4) current states; goals: (N, 2) target positions → Plan of N trajectories."""
         n, k, a = len(observations), self.n_candidates, self.diffusion.action_dim
         if len(self.horizons) == 1 and k == 1:  # the paper's planner: one sample per episode
-            trajectories = self._sample(observations, goals, self.horizons[0], generator)
+            trajectories = upsample(self._sample(observations, goals, self.horizons[0], generator), self.stride)
             return Plan(trajectories[..., :a], trajectories[..., a:])
-        longest = self.horizons[-1]
+        longest = (self.horizons[-1] - 1) * self.stride + 1
         best = np.zeros((n, longest, self.diffusion.transition_dim))
         lengths, best_residual = np.zeros(n, dtype=int), np.full(n, np.inf)
         settled = np.zeros(n, dtype=bool)  # a consistent plan was found at a shorter horizon
-        for h in self.horizons:
-            samples = self._sample(np.repeat(observations, k, 0), np.repeat(goals, k, 0), h, generator)
+        for horizon in self.horizons:
+            samples = self._sample(np.repeat(observations, k, 0), np.repeat(goals, k, 0), horizon, generator)
+            samples = upsample(samples, self.stride)
+            h = samples.shape[1]
             samples = samples.reshape(n, k, h, -1)
             residuals = dynamic_residual(samples[..., a:].reshape(n * k, h, -1)).reshape(n, k)
             pick = residuals.argmin(axis=1)
