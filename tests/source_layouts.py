@@ -1,6 +1,6 @@
 """The original Diffuser networks and checkpoint files, rebuilt for the import tests (not part of the package).
 
-Written from the facts in REFERENCE §3-§7 and the original's attribute names, independently of diffuser.models:
+Written from docs/paper_and_original.md §3-§7 and the original's attribute names, independently of diffuser.models:
 einops ``Rearrange`` layers where the original has them (so the Sequential indices and thus the state-dict keys come
 out as the original's), nn.Mish, the wrapper's 12 schedule buffers computed in numpy, and ``loss_fn.weights``.
 ``slots=3`` builds the maze2d branch's older TemporalUnet (no attention slot, no mid attention).

@@ -167,7 +167,7 @@ def test_reads_mujoco_layout_in_episode_order(tmp_path, monkeypatch):
 
 
 def test_pointmaze_map_matches_our_env_physics():
-    """Our D4RL-coordinate rollout, mapped with REFERENCE §12.1, moves like a ball in PointMaze's centred maze."""
+    """A D4RL-coordinate rollout, mapped by docs/d4rl_and_envs.md §3.1, moves as a ball in PointMaze's centred maze."""
     states, actions = rollout_maze2d(3000, seed=0)
     grid = parse_maze(U_MAZE)
     n_rows, n_cols = grid.shape

@@ -15,7 +15,7 @@ def n_params(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-# ---------------------------------------------------------------- parameter counts (REFERENCE 3.4)
+# ---------------------------------------------------------------- parameter counts (docs/paper_and_original.md §3.4)
 
 
 @pytest.mark.parametrize(
@@ -54,7 +54,7 @@ def test_hopper_unet_breakdown() -> None:
     assert n_params(model.final_conv) == 5_678
 
 
-# ---------------------------------------------------------------- state-dict names (REFERENCE 3.4)
+# ---------------------------------------------------------------- state-dict names (docs/paper_and_original.md §3.4)
 
 
 def test_temporal_unet_state_dict_names() -> None:

@@ -1,4 +1,4 @@
-"""Collect D4RL-style locomotion datasets with a behaviour policy in gymnasium MuJoCo envs (REFERENCE §11.1).
+"""Collect D4RL-style locomotion datasets with a behaviour policy in gymnasium MuJoCo envs (docs/d4rl_and_envs.md §2.1).
 
 ``n_envs`` envs step in lockstep and the policy acts on all of them in one batched call per step. Actions are sampled
 from the stochastic policy, episodes last at most 1000 steps (``timeouts`` marks the row where step 1000 is reached,

@@ -1,4 +1,4 @@
-"""Generate a D4RL maze2d dataset with the waypoint controller (REFERENCE §10.6) into a D4RL-layout HDF5 file.
+"""Generate a D4RL maze2d dataset with the waypoint controller (docs/d4rl_and_envs.md §1.6) as a D4RL-layout HDF5 file.
 
 One continuous trajectory: the controller drives to a random target, and when it reaches the target cell (or after
 ``max_episode_steps``) a new random target is drawn, without resetting the env. As in D4RL's script the observation

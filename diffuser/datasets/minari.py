@@ -1,7 +1,7 @@
 """Read Minari datasets from the local store with h5py alone (no ``minari`` import) into D4RL-layout arrays.
 
 The store is ``$MINARI_DATASETS_PATH`` (searched first, when set), then ``~/.minari/datasets``; the dataset
-``<namespace>/<env>/<name>-vN`` lives in ``<root>/<id>/data/{main_data.hdf5, metadata.json}`` (REFERENCE §12.3). Each
+``<namespace>/<env>/<name>-vN``: ``<root>/<id>/data/{main_data.hdf5,metadata.json}`` (docs/d4rl_and_envs.md §3.3); each
 ``episode_<i>`` group holds T steps: ``observations`` has T + 1 rows (a Dict space is a sub-group per key),
 ``actions``, ``rewards``, ``terminations``, ``truncations`` have T, ``infos/<key>`` T or T + 1. Episodes are joined
 in id order into the flat arrays :func:`diffuser.datasets.d4rl.load_d4rl` returns::
@@ -10,7 +10,7 @@ in id order into the flat arrays :func:`diffuser.datasets.d4rl.load_d4rl` return
     timeouts = truncations, plus the last step of every episode that did not terminate (a Minari episode is one)
 
 ``D4RL/pointmaze/*`` (gymnasium-robotics PointMaze: Dict observations, centred coordinates) is mapped back to D4RL
-maze2d coordinates with the exact inverse of REFERENCE §12.1 (observations, actions, goals), rewards are relabelled
+maze2d coordinates by the exact inverse of docs/d4rl_and_envs.md §3.1 (observations, actions, goals), rewards relabelled
 as D4RL's files are (the maze's fixed goal, the row's own position, ≤ 0.5), and ``resets`` marks the rows after which
 the stream jumps (an env reset; goal-reach truncations continue where they stopped). Everything else, ``mujoco/*``
 first of all, is **not D4RL**: runs trained on it are evaluated in the env it was collected in and normalized with

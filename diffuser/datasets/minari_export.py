@@ -1,6 +1,6 @@
 """Write a D4RL-layout dataset (ours from maze2d_generate or collect, or a D4RL file) as a Minari dataset.
 
-The layout is minari 0.5's HDF5 storage (REFERENCE §12.3), so ``minari.load_dataset(id)`` reads it, and so does
+The layout is minari 0.5's HDF5 storage (docs/d4rl_and_envs.md §3.3): ``minari.load_dataset(id)`` reads it, and so does
 :func:`diffuser.datasets.minari.load_minari`::
 
     <root>/<namespace>/namespace_metadata.json                      one per namespace level, {} when new

@@ -1,4 +1,4 @@
-"""The exact map between D4RL maze2d and gymnasium-robotics PointMaze coordinates (REFERENCE §12.1).
+"""The exact map between D4RL maze2d and gymnasium-robotics PointMaze coordinates (docs/d4rl_and_envs.md §3.1).
 
 D4RL: qpos = (row r, column c); the ball's body sits at world (1.2, 1.2) + qpos, wall (i, j) at (i + 1, j + 1).
 PointMaze: the maze is centred, cell (i, j) has its centre at ((j + 0.5) − W/2, H/2 − (i + 0.5)) for H rows and

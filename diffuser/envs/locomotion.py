@@ -1,7 +1,7 @@
 """Gymnasium Hopper, Walker2d and HalfCheetah under D4RL dataset names, with D4RL's reference scores.
 
 ``-v4`` is the default: its rewards and Walker2d's foot friction match the gym ``-v2`` envs D4RL was collected in.
-``-v5`` is selectable (REFERENCE §11.4: it pays the healthy reward only while healthy and changes Walker2d friction).
+``-v5`` is selectable (docs/d4rl_and_envs.md §2.4: healthy reward only while healthy, other Walker2d friction).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """D4RL maze2d on the official ``mujoco`` bindings: layouts, the point-mass model, goals and reference scores.
 
-A faithful port of ``d4rl.pointmaze.maze_model.MazeEnv`` (REFERENCE §10). Coordinates are D4RL's: qpos = (row i,
+A faithful port of ``d4rl.pointmaze.maze_model.MazeEnv`` (docs/d4rl_and_envs.md §1), D4RL's coordinates: qpos = (row i,
 column j) of the layout, the ball's body sits at world (1.2, 1.2) + qpos while wall (i, j) sits at (i + 1, j + 1), so
 the free space of cell r is [r − 0.6, r + 0.2] in qpos. The registered envs are built from :data:`MAZE2D_SPECS`.
 """

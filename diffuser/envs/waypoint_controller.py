@@ -1,6 +1,6 @@
 """D4RL's WaypointController: grid Q-iteration to a target cell, then a PD servo along jittered waypoints.
 
-Port of ``d4rl.pointmaze.waypoint_controller`` (REFERENCE §10.5). The grid has one state per layout cell (walls
+Port of ``d4rl.pointmaze.waypoint_controller`` (docs/d4rl_and_envs.md §1.5). The grid has a state per layout cell (walls
 included, since a rounded position can land on one); 5 actions NOOP, UP (0, −1), DOWN (0, +1), LEFT (−1, 0),
 RIGHT (+1, 0) in (row, column) index space; moves into a wall or off the grid stay put. Reward 1 in the target cell,
 hard Q-iteration for 50 iterations with γ 0.99, argmax ties broken by the lowest action index (as ``np.argmax``).

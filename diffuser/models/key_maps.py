@@ -3,7 +3,7 @@
 **Original** (jannerm/diffuser, ``state_*.pt``): the trainer saves ``{'step', 'model', 'ema'}``, each the state dict
 of a ``GaussianDiffusion`` / ``ValueDiffusion``: the network under ``model.*``, the 12 schedule buffers (``betas`` …
 ``posterior_mean_coef2``) and, for diffusion, ``loss_fn.weights`` (H, D). Our modules keep the original attribute
-names (REFERENCE 3.4), so the network keys map to themselves, with one exception: the ``maze2d`` branch's older
+names (docs/paper_and_original.md §3.4), so network keys map to themselves, except that the ``maze2d`` branch's older
 TemporalUnet has three slots per level (ResBlock, ResBlock, Down/Upsample, no attention slot), so its
 ``downs.i.2`` / ``ups.i.2`` become our ``downs.i.3`` / ``ups.i.3``. The wrapper buffers are not weights of ours
 (we derive them from the config); they are checked against our schedule instead, so every key is accounted for.

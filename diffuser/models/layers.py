@@ -1,4 +1,4 @@
-"""Building blocks of the temporal UNet and the value network (REFERENCE 3.1).
+"""Building blocks of the temporal UNet and the value network (docs/paper_and_original.md §3.1).
 
 Every module works channel-first, ``x: (B, C, L)``. Attribute names and ``nn.Sequential`` indices mirror the
 original implementation so that its state dicts load key for key; ``nn.Identity`` fills the slots where the original

@@ -1,9 +1,9 @@
-"""TemporalUnet: the diffusion model's denoiser over whole trajectories (REFERENCE 3.2).
+"""TemporalUnet: the diffusion model's denoiser over whole trajectories (docs/paper_and_original.md §3.2).
 
 A 1D UNet over the time axis with the trajectory dims as channels. Down levels are ResBlock, ResBlock, [attention],
 Downsample (none at the last level), each level's output pushed as a skip before downsampling; the middle is ResBlock,
 [attention], ResBlock; the up path has one level fewer and every up level upsamples, so the highest-resolution skip
-is never used (as in the original). Attribute names match the original state dict (REFERENCE 3.4).
+is never used (as in the original). Attribute names match the original state dict (docs/paper_and_original.md §3.4).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
-"""ValueFunction: the return model used as the planning guide (REFERENCE 3.3).
+"""ValueFunction: the return model used as the planning guide (docs/paper_and_original.md §3.3).
 
 An encoder that downsamples at every level (ResBlock, ResBlock, Downsample), a bottleneck
 ResBlock(top → top/2) → Downsample → ResBlock(top/2 → top/4) → Downsample, then an MLP head on the flattened
-features concatenated with the time embedding. Attribute names match the original state dict (REFERENCE 3.4).
+features concatenated with the time embedding. Attribute names are the original's (docs/paper_and_original.md §3.4).
 
 Deviation from the original (its PR #56): the head's input size follows the real encoded length (each Downsample
 maps L → ceil(L / 2)), so horizons of 64 and above work; for H ≤ 32 the sizes, and so the weights, are identical.
