@@ -24,9 +24,9 @@ if "DISPLAY" not in os.environ:  # offscreen MuJoCo rendering for the rollout vi
 @hydra.main(config_path="configs", config_name="plan", version_base=None)
 def main(cfg: DictConfig) -> None:
     from diffuser.baselines.bc import BCPlanner
+    from diffuser.diffusion.guidance import ValueGuide
     from diffuser.envs import evaluation_settings, make_env, normalized_score
     from diffuser.envs.locomotion import is_locomotion, make_locomotion_env
-    from diffuser.guides.value_guide import ValueGuide
     from diffuser.planning.guided import GuidedPlanner
     from diffuser.planning.maze2d import Maze2dPlanner, plan_lengths
     from diffuser.planning.report import new_plan_folder, write_locomotion_report, write_maze2d_report

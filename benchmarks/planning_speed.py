@@ -46,8 +46,8 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from diffuser.build import build_model  # noqa: E402
 from diffuser.config import DiffusionConfig, ModelConfig  # noqa: E402
-from diffuser.datasets.normalization import GaussianNormalizer  # noqa: E402
-from diffuser.guides.value_guide import ValueGuide  # noqa: E402
+from diffuser.diffusion.normalization import GaussianNormalizer  # noqa: E402
+from diffuser.diffusion.guidance import ValueGuide  # noqa: E402
 from diffuser.planning.guided import GuidedPlanner  # noqa: E402
 
 OBSERVATION_DIM = 11

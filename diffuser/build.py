@@ -10,10 +10,10 @@ from diffuser.baselines.bc import MLPPolicy
 from diffuser.config import DiffusionConfig, EnvConfig, ModelConfig
 from diffuser.datasets.d4rl import DatasetNotFoundError, find_dataset, load_d4rl
 from diffuser.datasets.minari import is_minari, load_for_env
-from diffuser.datasets.normalization import Normalizer
 from diffuser.datasets.preprocess import preprocess
 from diffuser.datasets.sequence import GoalDataset, SequenceDataset, ValueDataset
 from diffuser.diffusion.gaussian import GaussianDiffusion, ValueDiffusion
+from diffuser.diffusion.normalization import Normalizer
 from diffuser.models import TemporalUnet, ValueFunction
 
 MODEL_KINDS = ("diffusion", "value", "bc")

@@ -2,10 +2,9 @@ import pytest
 import torch
 from torch import nn
 
-from diffuser.datasets.normalization import IdentityNormalizer
-from diffuser.datasets.sequence import Batch
-from diffuser.diffusion.conditioning import apply_conditioning, join_transition, split_transition
+from diffuser.diffusion.conditioning import Batch, apply_conditioning, join_transition, split_transition
 from diffuser.diffusion.gaussian import GaussianDiffusion, ValueDiffusion, loss_weights
+from diffuser.diffusion.normalization import IdentityNormalizer
 from diffuser.models import TemporalUnet, ValueFunction
 
 H, OBS, ACT = 8, 4, 2

@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from diffuser.datasets.sequence import Batch
+from diffuser.diffusion.conditioning import Batch
 from diffuser.training.trainer import Trainer
 from diffuser.utils.logging import Logger
 

@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
+from diffuser.diffusion.guidance import ValueGuide
 from diffuser.diffusion.schedule import DiffusionSchedule, respaced_timesteps
-from diffuser.guides.value_guide import ValueGuide
 from diffuser.planning.guided import GuidedPlanner
 from test_guides import ACT, D, H, N_STEPS, OBS, FirstStateValue, make_diffusion, sample
 

@@ -12,11 +12,10 @@ import pytest
 import torch
 from torch import nn
 
-from diffuser.datasets.normalization import IdentityNormalizer
 from diffuser.diffusion.gaussian import GaussianDiffusion
+from diffuser.diffusion.guidance import ValueGuide, guided_p_sample, guided_sample_fn
+from diffuser.diffusion.normalization import IdentityNormalizer
 from diffuser.diffusion.schedule import respaced_timesteps
-from diffuser.guides.sampling import guided_p_sample, guided_sample_fn
-from diffuser.guides.value_guide import ValueGuide
 from diffuser.planning.guided import GuidedPlanner
 from test_posterior import ACT, D, HAND_BETAS, OBS, H, bayes_posterior, diffusion_with
 

@@ -5,10 +5,9 @@ import pytest
 import torch
 from torch import nn
 
-from diffuser.datasets.normalization import GaussianNormalizer, IdentityNormalizer
 from diffuser.diffusion.gaussian import GaussianDiffusion
-from diffuser.guides.sampling import guided_p_sample, guided_sample_fn
-from diffuser.guides.value_guide import ValueGuide
+from diffuser.diffusion.guidance import ValueGuide, guided_p_sample, guided_sample_fn
+from diffuser.diffusion.normalization import GaussianNormalizer, IdentityNormalizer
 from diffuser.models import TemporalUnet, ValueFunction
 from diffuser.planning.guided import GuidedPlanner
 

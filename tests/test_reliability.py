@@ -25,8 +25,8 @@ from diffuser.build import build_model
 from diffuser.config import DiffusionConfig, ModelConfig
 from diffuser.datasets.d4rl import load_d4rl, write_d4rl
 from diffuser.datasets.maze2d_generate import generate_maze2d
-from diffuser.datasets.normalization import make_normalizer
 from diffuser.datasets.sequence import SequenceDataset
+from diffuser.diffusion.normalization import make_normalizer
 from diffuser.planning.maze2d import Maze2dPlanner
 from diffuser.training.trainer import NonFiniteLossError, Trainer
 from diffuser.utils.checkpoint import (

@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from diffuser.datasets.normalization import Normalizer
-from diffuser.datasets.sequence import Batch
+from diffuser.diffusion.conditioning import Batch
+from diffuser.diffusion.normalization import Normalizer
 from diffuser.planning.guided import PlanStep
 
 

@@ -13,25 +13,8 @@ from typing import Mapping
 import numpy as np
 import torch
 
-from diffuser.datasets.normalization import Normalizer, make_normalizer
-
-
-@dataclass
-class Batch:
-    """A training batch. trajectories: (B, H, D) normalized, actions first; conditions: {k: (B, observation_dim)};
-    values: (B,) value targets (ValueDataset only)."""
-
-    trajectories: torch.Tensor
-    conditions: dict[int, torch.Tensor]
-    values: torch.Tensor | None = None
-
-    def to(self, device: torch.device | str) -> "Batch":
-        """Move every tensor to ``device``."""
-        return Batch(
-            self.trajectories.to(device),
-            {k: v.to(device) for k, v in self.conditions.items()},
-            None if self.values is None else self.values.to(device),
-        )
+from diffuser.diffusion.conditioning import Batch
+from diffuser.diffusion.normalization import Normalizer, make_normalizer
 
 
 @dataclass

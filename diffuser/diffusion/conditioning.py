@@ -8,11 +8,30 @@ and never touches actions.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Mapping
 
 import torch
 
 Conditions = Mapping[int, torch.Tensor]
+
+
+@dataclass
+class Batch:
+    """A training batch. trajectories: (B, H, D) normalized, actions first; conditions: {k: (B, observation_dim)};
+    values: (B,) value targets (ValueDataset only)."""
+
+    trajectories: torch.Tensor
+    conditions: dict[int, torch.Tensor]
+    values: torch.Tensor | None = None
+
+    def to(self, device: torch.device | str) -> "Batch":
+        """Move every tensor to ``device``."""
+        return Batch(
+            self.trajectories.to(device),
+            {k: v.to(device) for k, v in self.conditions.items()},
+            None if self.values is None else self.values.to(device),
+        )
 
 
 def apply_conditioning(x: torch.Tensor, cond: Conditions, action_dim: int) -> torch.Tensor:

@@ -14,9 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from diffuser.datasets.normalization import Normalizer
-from diffuser.datasets.sequence import Batch
-from diffuser.diffusion.conditioning import Conditions, apply_conditioning
+from diffuser.diffusion.conditioning import Batch, Conditions, apply_conditioning
+from diffuser.diffusion.normalization import Normalizer
 from diffuser.diffusion.schedule import DiffusionSchedule, extract, respaced_timesteps
 
 

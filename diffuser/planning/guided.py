@@ -19,8 +19,7 @@ import numpy as np
 import torch
 
 from diffuser.diffusion.gaussian import GaussianDiffusion, TimestepMap
-from diffuser.guides.sampling import guided_sample_fn
-from diffuser.guides.value_guide import ValueGuide
+from diffuser.diffusion.guidance import ValueGuide, guided_sample_fn
 
 
 @dataclass

@@ -189,7 +189,7 @@ class Run:
 def load_run(run_dir: str | Path, device: str | torch.device = "cpu", checkpoint: str | None = None) -> Run:
     """Rebuild a model from run_dir/config.yaml and load its (latest or named) model.safetensors."""
     from diffuser.build import build_model
-    from diffuser.datasets.normalization import make_normalizer
+    from diffuser.diffusion.normalization import make_normalizer
 
     run_dir = Path(run_dir)
     config = read_config(run_dir)
