@@ -23,7 +23,7 @@ if "DISPLAY" not in os.environ:  # offscreen MuJoCo rendering for the rollout vi
 
 @hydra.main(config_path="configs", config_name="plan", version_base=None)
 def main(cfg: DictConfig) -> None:
-    from diffuser.baselines.bc import BCPlanner
+    from diffuser.planning.bc import BCPlanner
     from diffuser.diffusion.guidance import ValueGuide
     from diffuser.envs import evaluation_settings, make_env, normalized_score
     from diffuser.envs.locomotion import is_locomotion, make_locomotion_env
@@ -31,9 +31,9 @@ def main(cfg: DictConfig) -> None:
     from diffuser.planning.maze2d import Maze2dPlanner, plan_lengths
     from diffuser.planning.report import new_plan_folder, write_locomotion_report, write_maze2d_report
     from diffuser.planning.rollout import check_replanning, run_locomotion_episodes, run_maze2d_episodes
-    from diffuser.utils.checkpoint import check_compatible, check_env_dims, find_latest_run, load_run
+    from diffuser.runs.checkpoint import check_compatible, check_env_dims, find_latest_run, load_run
     from diffuser.utils.cli import user_errors
-    from diffuser.utils.logging import Logger
+    from diffuser.runs.logger import Logger
     from diffuser.utils.seeding import resolve_device, seed_everything
 
     config: PlanConfig = OmegaConf.to_object(cfg)

@@ -25,15 +25,16 @@ if "DISPLAY" not in os.environ:  # offscreen MuJoCo rendering of sampled plans (
 def main(cfg: DictConfig) -> None:
     with user_errors():  # a paper preset on a dataset the original trains with other settings → one line
         check_paper_experiment(HydraConfig.get().runtime.choices.get("experiment"), cfg.env.name)
-    from diffuser.build import build_dataset, build_model, load_env_data
+    from diffuser.build import build_dataset, load_env_data
+    from diffuser.runs.build import build_model
     from diffuser.training.distributed import Distributed, PeerError
     from diffuser.training.setup import (
         drop_stray_job_folder, job_run_dir, make_sample_fn, record_config, resume_config,
     )
     from diffuser.training.trainer import NonFiniteLossError, Trainer
-    from diffuser.utils.checkpoint import CheckpointError
-    from diffuser.utils.git import write_git_info
-    from diffuser.utils.logging import Logger
+    from diffuser.runs.checkpoint import CheckpointError
+    from diffuser.runs.git import write_git_info
+    from diffuser.runs.logger import Logger
     from diffuser.utils.seeding import resolve_device, seed_everything
 
     dist = Distributed.start()  # torchrun (or SLURM tasks): one process per device; otherwise a single process

@@ -44,7 +44,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from diffuser.build import build_model  # noqa: E402
+from diffuser.runs.build import build_model  # noqa: E402
 from diffuser.config import DiffusionConfig, ModelConfig  # noqa: E402
 from diffuser.diffusion.normalization import GaussianNormalizer  # noqa: E402
 from diffuser.diffusion.guidance import ValueGuide  # noqa: E402

@@ -1,4 +1,4 @@
-"""Config → objects: the one place that turns typed config fields into datasets and models."""
+"""Config → data: find (or generate) the env's dataset and build its window dataset."""
 
 from __future__ import annotations
 
@@ -6,17 +6,12 @@ from pathlib import Path
 
 import numpy as np
 
-from diffuser.baselines.bc import MLPPolicy
-from diffuser.config import DiffusionConfig, EnvConfig, ModelConfig
-from diffuser.datasets.d4rl import DatasetNotFoundError, find_dataset, load_d4rl
-from diffuser.datasets.minari import is_minari, load_for_env
-from diffuser.datasets.preprocess import preprocess
-from diffuser.datasets.sequence import GoalDataset, SequenceDataset, ValueDataset
-from diffuser.diffusion.gaussian import GaussianDiffusion, ValueDiffusion
-from diffuser.diffusion.normalization import Normalizer
-from diffuser.models import TemporalUnet, ValueFunction
-
-MODEL_KINDS = ("diffusion", "value", "bc")
+from diffuser.config import EnvConfig
+from diffuser.data.d4rl import DatasetNotFoundError, find_dataset, load_d4rl
+from diffuser.data.minari import is_minari, load_for_env
+from diffuser.data.preprocess import preprocess
+from diffuser.data.sequence import GoalDataset, SequenceDataset, ValueDataset
+from diffuser.runs.build import MODEL_KINDS
 
 
 def _is_maze2d(name: str) -> bool:
@@ -26,23 +21,23 @@ def _is_maze2d(name: str) -> bool:
 def load_env_data(env: EnvConfig) -> tuple[dict[str, np.ndarray], Path]:
     """Find (or, for Maze2D with generate_if_missing, generate) the env's dataset, load and preprocess it.
 
-    ``env.dataset=minari:<id>`` reads a Minari dataset from the local store instead (diffuser/datasets/minari.py).
+    ``env.dataset=minari:<id>`` reads a Minari dataset from the local store instead (diffuser/data/minari.py).
     """
     name = env.dataset or env.name
     if is_minari(name):
         data, info = load_for_env(name, env.name)
         return preprocess(data, env.preprocess, env.name), info.path
     if _is_maze2d(env.name):
-        how = f"python -m diffuser.datasets.maze2d_generate --env {env.name}  (or env.generate_if_missing=true)"
+        how = f"python -m diffuser.tools.maze2d_generate --env {env.name}  (or env.generate_if_missing=true)"
     else:
-        how = (f"python -m diffuser.datasets.collect --dataset {env.name}, or bring a D4RL-layout HDF5 file "
+        how = (f"python -m diffuser.tools.collect --dataset {env.name}, or bring a D4RL-layout HDF5 file "
                "and pass env.dataset=/path/to/file.hdf5")
     try:
         path = find_dataset(name, how_to_make=how)
     except DatasetNotFoundError:
         if not (env.generate_if_missing and _is_maze2d(env.name) and env.dataset is None):
             raise
-        from diffuser.datasets.maze2d_generate import generate_maze2d
+        from diffuser.tools.maze2d_generate import generate_maze2d
 
         print(f"dataset '{name}' not found: generating {env.generate_num_samples} steps with the D4RL procedure")
         path = generate_maze2d(env.name, env.generate_num_samples, seed=0)
@@ -67,44 +62,4 @@ def build_dataset(data: dict[str, np.ndarray], env: EnvConfig, *, horizon: int, 
         termination_penalty=env.termination_penalty,
         drop_last_transition=env.drop_last_transition,
         discount=env.discount,
-    )
-
-
-def build_model(
-    kind: str,
-    normalizer: Normalizer,
-    *,
-    horizon: int,
-    observation_dim: int,
-    action_dim: int,
-    model: ModelConfig,
-    diffusion: DiffusionConfig,
-) -> GaussianDiffusion | MLPPolicy:
-    """GaussianDiffusion over a TemporalUnet, ValueDiffusion over a ValueFunction, or the BC MLPPolicy."""
-    if kind not in MODEL_KINDS:
-        raise ValueError(f"unknown model kind '{kind}'; valid: {list(MODEL_KINDS)}")
-    if kind == "bc":
-        return MLPPolicy(normalizer, observation_dim=observation_dim, action_dim=action_dim, hidden_dim=model.dim)
-    transition_dim = observation_dim + action_dim
-    net_cls = ValueFunction if kind == "value" else TemporalUnet
-    net = net_cls(
-        horizon=horizon,
-        transition_dim=transition_dim,
-        dim=model.dim,
-        dim_mults=tuple(model.dim_mults),
-        attention=model.attention,
-    )
-    wrapper = ValueDiffusion if kind == "value" else GaussianDiffusion
-    return wrapper(
-        net,
-        normalizer,
-        horizon=horizon,
-        observation_dim=observation_dim,
-        action_dim=action_dim,
-        n_diffusion_steps=diffusion.n_diffusion_steps,
-        beta_schedule=diffusion.beta_schedule,
-        predict_epsilon=diffusion.predict_epsilon,
-        clip_denoised=diffusion.clip_denoised,
-        action_weight=diffusion.action_weight,
-        loss_discount=diffusion.loss_discount,
     )

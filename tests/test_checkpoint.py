@@ -3,10 +3,10 @@ import pytest
 import torch
 
 from conftest import locomotion_arrays
-from diffuser.build import build_model
+from diffuser.runs.build import build_model
 from diffuser.config import DiffusionConfig, ModelConfig
-from diffuser.datasets.sequence import SequenceDataset
-from diffuser.utils.checkpoint import (
+from diffuser.data.sequence import SequenceDataset
+from diffuser.runs.checkpoint import (
     check_env_dims,
     latest_checkpoint,
     load_run,

@@ -11,7 +11,7 @@ from torch import nn
 
 from diffuser.diffusion.conditioning import Batch
 from diffuser.training.trainer import Trainer
-from diffuser.utils.logging import Logger
+from diffuser.runs.logger import Logger
 
 
 class ThreeWeights(nn.Module):

@@ -9,7 +9,10 @@ PACKAGE = Path(__file__).resolve().parents[1] / "diffuser"
 
 # package → packages of diffuser it must never import
 FORBIDDEN = {
-    "diffusion": ("data", "datasets", "envs", "training", "planning", "tasks", "tools", "runs", "build"),
+    "diffusion": ("data", "envs", "training", "planning", "tasks", "tools", "runs", "build", "baselines"),
+    "data": ("training", "planning", "tasks", "tools", "runs", "build"),
+    "runs": ("data", "envs", "training", "planning", "tasks", "tools", "build"),
+    "utils": ("data", "training", "planning", "tasks", "tools", "runs", "build"),
 }
 
 

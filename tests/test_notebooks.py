@@ -7,7 +7,7 @@ import pytest
 from nbclient import NotebookClient
 
 from conftest import REPO, locomotion_arrays
-from diffuser.datasets.d4rl import write_d4rl
+from diffuser.data.d4rl import write_d4rl
 from test_smoke import run
 
 

@@ -61,7 +61,7 @@ def test_train_and_plan_multiruns_give_each_job_its_own_folder(tmp_path, maze2d_
     assert [p.name for p in (tmp_path / "sweeps").iterdir()][0].startswith("plan_")
     assert not (REPO / "multirun").exists()
 
-    out = subprocess.run([sys.executable, "-m", "diffuser.planning.aggregate", *map(str, plans)], cwd=REPO,
+    out = subprocess.run([sys.executable, "-m", "diffuser.tools.aggregate", *map(str, plans)], cwd=REPO,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     rows = [line.split() for line in out.stdout.splitlines() if line.startswith("guide.scale=")]

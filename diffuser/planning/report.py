@@ -12,8 +12,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from diffuser.planning.rollout import EpisodeResults, LocomotionResults
-from diffuser.utils.checkpoint import Run, atomic_write_text, write_config
-from diffuser.utils.logging import Logger
+from diffuser.runs.checkpoint import Run, write_config
+from diffuser.utils.files import atomic_write_text
+from diffuser.runs.logger import Logger
 from diffuser.utils.rendering import (
     LocomotionRenderer,
     draw_maze2d,

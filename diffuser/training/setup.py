@@ -15,10 +15,10 @@ from torch import nn
 
 import diffuser
 from diffuser.config import TrainConfig
-from diffuser.datasets.minari import describe_minari, is_minari, parse_minari_name
-from diffuser.datasets.sequence import SequenceDataset
-from diffuser.utils.checkpoint import read_config, write_config
-from diffuser.utils.logging import Logger
+from diffuser.data.minari import describe_minari, is_minari, parse_minari_name
+from diffuser.data.sequence import SequenceDataset
+from diffuser.runs.checkpoint import read_config, write_config
+from diffuser.runs.logger import Logger
 
 DERIVED_KEYS = ("dims", "dataset_path", "dataset_info", "version")  # written by record_config, not in TrainConfig
 

@@ -10,10 +10,8 @@ runs/<env>/<exp_name>/<time>_s<seed>/
 from __future__ import annotations
 
 import hashlib
-import os
 import pickle
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,26 +24,13 @@ from torch import nn
 
 import diffuser
 from diffuser.config import DiffusionConfig, ModelConfig
+from diffuser.diffusion.normalization import make_normalizer
+from diffuser.runs.build import build_model
+from diffuser.utils.files import atomic_path, atomic_write_text
 
 
 class CheckpointError(ValueError):
     """A checkpoint file that cannot be trusted: unreadable, altered since it was saved, or holding NaN/inf."""
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write text to a temp file beside ``path`` and rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600 files; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_config(run_dir: Path, config: dict[str, Any]) -> None:
@@ -93,15 +78,11 @@ def save_checkpoint(
     name = f"step_{step:07d}"
     state = {k: v.detach().contiguous().cpu() for k, v in ema_model.state_dict().items()}
     check_finite(state, f"EMA weights at step {step}", "not saved; the previous checkpoint stays the latest")
-    ckpt_root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=ckpt_root))
-    metadata = {"step": str(step), "version": diffuser.__version__, "sha256": weights_digest(state, step)}
-    save_file(state, tmp / "model.safetensors", metadata=metadata)
-    torch.save(trainer_state, tmp / "trainer_state.pt")
     final = ckpt_root / name
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    metadata = {"step": str(step), "version": diffuser.__version__, "sha256": weights_digest(state, step)}
+    with atomic_path(final, folder=True) as tmp:
+        save_file(state, tmp / "model.safetensors", metadata=metadata)
+        torch.save(trainer_state, tmp / "trainer_state.pt")
     atomic_write_text(ckpt_root / "latest.txt", name + "\n")
     if keep > 0:
         for old in sorted(p for p in ckpt_root.glob("step_*") if p.is_dir())[:-keep]:
@@ -188,9 +169,6 @@ class Run:
 
 def load_run(run_dir: str | Path, device: str | torch.device = "cpu", checkpoint: str | None = None) -> Run:
     """Rebuild a model from run_dir/config.yaml and load its (latest or named) model.safetensors."""
-    from diffuser.build import build_model
-    from diffuser.diffusion.normalization import make_normalizer
-
     run_dir = Path(run_dir)
     config = read_config(run_dir)
     ckpt = run_dir / "checkpoints" / checkpoint if checkpoint else latest_checkpoint(run_dir)
