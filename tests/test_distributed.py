@@ -18,10 +18,9 @@ from safetensors.torch import load_file
 
 from conftest import REPO
 from diffuser.training.distributed import Distributed, PeerError
-from diffuser.training.setup import drop_stray_job_folder
 from diffuser.training.trainer import BatchStream, NonFiniteLossError, Trainer
 from diffuser.runs.checkpoint import CheckpointError, latest_checkpoint, load_trainer_state, save_checkpoint
-from diffuser.utils.cli import hydra_overrides_for_rank, user_errors
+from diffuser.launch import drop_stray_job_folder, hydra_overrides_for_rank, user_errors
 from diffuser.runs.logger import Logger
 from test_reliability import metric_rows, tiny_diffusion
 

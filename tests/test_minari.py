@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from conftest import locomotion_arrays
-from diffuser.build import build_dataset, load_env_data
+from diffuser.tasks import build_dataset, load_env_data
 from diffuser.config import EnvConfig
 from diffuser.data.d4rl import DatasetNotFoundError, write_d4rl
 from diffuser.data.minari import (

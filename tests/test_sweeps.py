@@ -13,7 +13,8 @@ import yaml
 from hydra import compose, initialize_config_dir
 
 from conftest import REPO
-from diffuser.config import check_launcher, register_configs
+from diffuser.config import register_configs
+from diffuser.launch import check_launcher
 from test_smoke import run
 
 CONFIGS = REPO / "configs"

@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from conftest import locomotion_arrays
-from diffuser.build import build_dataset
+from diffuser.tasks import build_dataset
 from diffuser.config import register_configs
 from diffuser.diffusion.conditioning import Batch
 from diffuser.diffusion.gaussian import ValueDiffusion

@@ -6,11 +6,11 @@ import numpy as np
 import torch
 
 from diffuser.baselines.bc import MLPPolicy
-from diffuser.planning.guided import PlanStep
+from diffuser.planning.plan import Plan
 
 
 class BCPlanner:
-    """The BC policy behind the planner interface: observations (N, observation_dim) → PlanStep."""
+    """The BC policy behind the planner interface: observations (N, observation_dim) → Plan."""
 
     def __init__(self, policy: MLPPolicy):
         self.policy = policy
@@ -22,10 +22,12 @@ class BCPlanner:
     def reset(self) -> None:
         """Nothing to forget: the policy is memoryless."""
 
-    def __call__(
-        self, observations: np.ndarray, generator: torch.Generator | None = None, env_ids: list[int] | None = None
-    ) -> PlanStep:
-        """Act on N observations at once (generator and env_ids are unused: the BC policy is deterministic)."""
+    def plan(
+        self, observations: np.ndarray, goals: np.ndarray | None = None, generator: torch.Generator | None = None,
+        env_ids: list[int] | None = None,
+    ) -> Plan:
+        """Act on N observations at once: plans of one step (goals, generator and env_ids are unused: the BC policy
+        is deterministic)."""
         obs = torch.as_tensor(np.asarray(observations), dtype=torch.float32, device=self.device)
         actions = self.policy.act(obs).cpu().numpy()
-        return PlanStep(actions, actions[:, None], np.asarray(observations)[:, None], np.zeros(len(actions)))
+        return Plan(actions[:, None], np.asarray(observations)[:, None], values=np.zeros(len(actions)))

@@ -267,7 +267,7 @@ def import_weights(
     overrides: Sequence[str] = (),
 ) -> Path:
     """Convert one checkpoint (``source`` "original" or "diffusers") into a run folder; returns its path."""
-    from diffuser.build import build_dataset, load_env_data
+    from diffuser.tasks import build_dataset, load_env_data
     from diffuser.runs.build import build_model
 
     if normalization not in NORMALIZATIONS:
@@ -338,7 +338,7 @@ def plan_hint(env: str, out: Path, kind: str, exp_name: str | None, runs_root: P
 
 def main(argv: list[str] | None = None) -> Path:
     """Command line: ``python -m diffuser.tools.import_weights {original,diffusers} ... --env NAME [key=value ...]``."""
-    from diffuser.utils.cli import user_errors
+    from diffuser.launch import user_errors
 
     parser = argparse.ArgumentParser(prog="python -m diffuser.tools.import_weights",
                                      description=__doc__.splitlines()[0])
