@@ -56,7 +56,7 @@ class DiffusionConfig:
 
 @dataclass
 class TrainerConfig:
-    """Step-based training loop."""
+    """Step-based training loop; the files of configs/trainer/ state only what differs from these defaults."""
 
     n_train_steps: int = 2_000_000
     batch_size: int = 32  # per micro-batch

@@ -78,7 +78,6 @@ class SequenceDataset(torch.utils.data.Dataset):
         max_path_length: int = 1000,
         use_padding: bool = True,
         termination_penalty: float = 0.0,
-        max_episode_steps: int | None = None,
         drop_last_transition: bool = False,
         discount: float = 0.997,
     ):
@@ -100,7 +99,7 @@ class SequenceDataset(torch.utils.data.Dataset):
         self.action_dim = actions.shape[1]
         self.transition_dim = self.observation_dim + self.action_dim
 
-        episodes = split_episodes(data, max_episode_steps)
+        episodes = split_episodes(data)
         ends = episodes.ends - 1 if drop_last_transition else episodes.ends
         keep = ends > episodes.starts
         starts, ends, terminal = episodes.starts[keep], ends[keep], episodes.terminal[keep]
@@ -198,5 +197,3 @@ class ValueDataset(SequenceDataset):
         batch.values = torch.from_numpy(self.values()[self.indices[np.asarray(idx)]])
         return batch
 
-
-DATASETS = {"sequence": SequenceDataset, "goal": GoalDataset, "value": ValueDataset}

@@ -42,13 +42,3 @@ def apply_conditioning(x: torch.Tensor, cond: Conditions, action_dim: int) -> to
     for k, state in cond.items():
         x[:, k, action_dim:] = state
     return x
-
-
-def split_transition(x: torch.Tensor, action_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Split (..., transition_dim) into actions (..., action_dim) and observations (..., observation_dim)."""
-    return x[..., :action_dim], x[..., action_dim:]
-
-
-def join_transition(actions: torch.Tensor, observations: torch.Tensor) -> torch.Tensor:
-    """Inverse of split_transition: concatenate actions first, then observations."""
-    return torch.cat([actions, observations], dim=-1)

@@ -246,7 +246,3 @@ class ValueDiffusion(GaussianDiffusion):
     def forward(self, batch: Batch):  # type: ignore[override]
         """Training loss of a batch with value targets."""
         return self.loss(batch.trajectories, batch.conditions, batch.values)
-
-    def value(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """J(x_t, t): (B, H, D), (B,) → (B,)."""
-        return self.model(x, t).squeeze(-1)
