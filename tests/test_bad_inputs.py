@@ -28,12 +28,12 @@ import pytest
 import torch
 
 from conftest import locomotion_arrays
-from diffuser.tasks import build_dataset, load_env_data
-from diffuser.runs.build import build_model
 from diffuser.config import DiffusionConfig, EnvConfig, ModelConfig, TrainConfig
-from diffuser.launch import check_overrides
 from diffuser.data.d4rl import DatasetNotFoundError, write_d4rl
+from diffuser.launch import check_overrides
+from diffuser.runs.build import build_model
 from diffuser.runs.checkpoint import CheckpointError, Run, check_compatible, load_run, load_weights
+from diffuser.tasks import build_dataset, load_env_data
 
 
 def _env(path: Path, **kw) -> EnvConfig:

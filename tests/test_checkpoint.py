@@ -3,9 +3,9 @@ import pytest
 import torch
 
 from conftest import locomotion_arrays
-from diffuser.runs.build import build_model
 from diffuser.config import DiffusionConfig, ModelConfig
 from diffuser.data.sequence import SequenceDataset
+from diffuser.runs.build import build_model
 from diffuser.runs.checkpoint import (
     check_env_dims,
     latest_checkpoint,

@@ -3,8 +3,8 @@ import torch
 from torch import nn
 
 from diffuser.diffusion.conditioning import Batch, apply_conditioning
-from diffuser.diffusion.guidance import ValueGuide
 from diffuser.diffusion.gaussian import GaussianDiffusion, ValueDiffusion, loss_weights
+from diffuser.diffusion.guidance import ValueGuide
 from diffuser.diffusion.normalization import IdentityNormalizer
 from diffuser.models import TemporalUnet, ValueFunction
 

@@ -10,8 +10,8 @@ from safetensors.torch import load_file
 from torch import nn
 
 from diffuser.diffusion.conditioning import Batch
-from diffuser.training.trainer import Trainer
 from diffuser.runs.logger import Logger
+from diffuser.training.trainer import Trainer
 
 
 class ThreeWeights(nn.Module):

@@ -12,10 +12,10 @@ import pytest
 
 import diffuser.envs
 from diffuser.data.d4rl import find_dataset, load_d4rl
-from diffuser.tools.maze2d_generate import default_output_path, generate_maze2d, main, rollout
 from diffuser.envs import MAZE2D_SPECS, Maze2dEnv, make_env, normalized_score
 from diffuser.envs.maze2d import EMPTY, GOAL, LARGE_MAZE, MEDIUM_MAZE, OPEN, U_MAZE, WALL, parse_maze
 from diffuser.envs.waypoint_controller import WaypointController
+from diffuser.tools.maze2d_generate import default_output_path, generate_maze2d, main, rollout
 
 FIXED_TARGETS = {
     "umaze": (1, 1), "medium": (6, 6), "large": (7, 9),

@@ -14,9 +14,9 @@ import pytest
 import yaml
 
 from conftest import locomotion_arrays
-from diffuser.tasks import build_dataset, load_env_data
 from diffuser.config import EnvConfig
 from diffuser.data.d4rl import DatasetNotFoundError, write_d4rl
+from diffuser.tasks import build_dataset, load_env_data
 from diffuser.data.minari import (
     check_env,
     describe_minari,
@@ -33,7 +33,7 @@ from diffuser.data.pointmaze import (
 )
 from diffuser.data.preprocess import preprocess
 from diffuser.data.sequence import split_episodes
-from diffuser.envs.maze2d import U_MAZE, WALL, Maze2dEnv, parse_maze
+from diffuser.envs.maze2d import Maze2dEnv, U_MAZE, WALL, parse_maze
 from diffuser.envs.registry import evaluation_settings, normalized_score
 
 HOPPER_SPEC = {"id": "Hopper-v5", "entry_point": "gymnasium.envs.mujoco.hopper_v5:HopperEnv",

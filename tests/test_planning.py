@@ -7,8 +7,8 @@ import diffuser.envs  # noqa: F401
 from diffuser.diffusion.gaussian import GaussianDiffusion
 from diffuser.diffusion.normalization import make_normalizer
 from diffuser.models import TemporalUnet
-from diffuser.planning.maze2d import DT, Maze2dPlanner, Plan, dynamic_residual, plan_lengths, track_waypoint
 from diffuser.planning.episodes import check_replanning, needs_replan, run_maze2d_episodes
+from diffuser.planning.maze2d import DT, Maze2dPlanner, Plan, dynamic_residual, plan_lengths, track_waypoint
 
 
 def test_tracking_rule_by_hand():

@@ -21,13 +21,13 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from conftest import REPO, locomotion_arrays
-from diffuser.runs.build import build_model
 from diffuser.config import DiffusionConfig, ModelConfig
 from diffuser.data.d4rl import load_d4rl, write_d4rl
-from diffuser.tools.maze2d_generate import generate_maze2d
 from diffuser.data.sequence import SequenceDataset
 from diffuser.diffusion.normalization import make_normalizer
 from diffuser.planning.maze2d import Maze2dPlanner
+from diffuser.runs.build import build_model
+from diffuser.tools.maze2d_generate import generate_maze2d
 from diffuser.training.trainer import NonFiniteLossError, Trainer
 from diffuser.runs.checkpoint import (
     CheckpointError,

@@ -13,8 +13,8 @@ from matplotlib.figure import Figure
 
 from diffuser.planning.episodes import EpisodeResults, LocomotionResults
 from diffuser.runs.checkpoint import Run, write_config
-from diffuser.utils.files import atomic_write_text
 from diffuser.runs.logger import Logger
+from diffuser.utils.files import atomic_write_text
 from diffuser.utils.rendering import (
     LocomotionRenderer,
     draw_maze2d,

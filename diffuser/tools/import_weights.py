@@ -267,8 +267,8 @@ def import_weights(
     overrides: Sequence[str] = (),
 ) -> Path:
     """Convert one checkpoint (``source`` "original" or "diffusers") into a run folder; returns its path."""
-    from diffuser.tasks import build_dataset, load_env_data
     from diffuser.runs.build import build_model
+    from diffuser.tasks import build_dataset, load_env_data
 
     if normalization not in NORMALIZATIONS:
         raise ValueError(f"--normalization {normalization!r}: valid {list(NORMALIZATIONS)}")

@@ -21,7 +21,7 @@ import numpy as np
 
 from diffuser.data.d4rl import default_dataset_dir, file_names, write_d4rl
 from diffuser.data.preprocess import relabel_rewards
-from diffuser.envs.maze2d import MAZE2D_SPECS, VELOCITY_LIMIT, Maze2dEnv
+from diffuser.envs.maze2d import MAZE2D_SPECS, Maze2dEnv, VELOCITY_LIMIT
 from diffuser.envs.waypoint_controller import WaypointController
 
 ACTION_NOISE = 0.5  # std of the Gaussian added to the controller's action when noisy

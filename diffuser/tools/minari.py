@@ -31,8 +31,8 @@ import h5py
 import numpy as np
 
 from diffuser.data.d4rl import find_dataset, load_d4rl
-from diffuser.utils.files import atomic_path
 from diffuser.data.minari import MAIN_FILE, describe_minari, parse_minari_name
+from diffuser.utils.files import atomic_path
 
 MINARI_FORMAT_VERSION = "0.5.0"  # the on-disk format written; minari 0.5.x loads it (checked with 0.5.4)
 STANDARD_KEYS = ("observations", "next_observations", "actions", "rewards", "terminals", "timeouts")

@@ -14,10 +14,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from diffuser.data.sequence import SequenceDataset
-from diffuser.training.distributed import Distributed
-from diffuser.training.ema import EMA
 from diffuser.runs.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
 from diffuser.runs.logger import Logger
+from diffuser.training.distributed import Distributed
+from diffuser.training.ema import EMA
 
 
 class NonFiniteLossError(ValueError):
