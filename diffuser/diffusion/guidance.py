@@ -5,6 +5,13 @@ Order of operations, as in the original code (not Algorithm 1 of the paper, whic
 μ by αΣ∇J(μ)): starting from x_t, take ``n_guide_steps`` steps x ← x + scale·g with g = ∇ₓ Σ J(x, t) (times the
 posterior variance σ_t² when ``scale_grad_by_std``; zero for t < t_stopgrad), re-applying the conditions after each,
 then compute the posterior mean from the *shifted* x and add the usual noise (none at t = 0).
+
+Side by side, for one reverse step (conditions are re-applied by ``GaussianDiffusion.p_sample_loop`` after it)::
+
+    Algorithm 1 (paper)                          guided_p_sample (original code)
+    μ ← μ_θ(τ^i, i)                              repeat n_guide_steps: x ← x + scale·σ_i²·∇J(x, i) (0 for i < t_stopgrad);
+                                                 condition x
+    τ^{i−1} ~ N(μ + α Σ ∇J(μ), Σ^i)              μ ← μ_θ(x, i);  τ^{i−1} ~ N(μ, Σ^i)
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 A planner is reset at the start of the episodes, then asked for plans for N observations at once (each an env's
 current state) and returns one :class:`Plan`: unnormalized numpy trajectories, actions first in the layout of the
-model, split here into actions and observations.
+model, split here into actions and observations. (``diffusion.gaussian.Sample`` is the sampler's output instead:
+normalized torch trajectories, before a planner picks and unnormalizes them.)
 """
 
 from __future__ import annotations
