@@ -32,7 +32,8 @@ from diffuser.config import DiffusionConfig, EnvConfig, ModelConfig, TrainConfig
 from diffuser.data.d4rl import DatasetNotFoundError, write_d4rl
 from diffuser.launch import check_overrides
 from diffuser.runs.build import build_model
-from diffuser.runs.checkpoint import CheckpointError, Run, check_compatible, load_run, load_weights
+from diffuser.runs.checkpoint import CheckpointError, load_weights
+from diffuser.runs.load import Run, check_compatible, load_run
 from diffuser.tasks import build_dataset, load_env_data
 
 

@@ -6,15 +6,8 @@ from conftest import locomotion_arrays
 from diffuser.config import DiffusionConfig, ModelConfig
 from diffuser.data.sequence import SequenceDataset
 from diffuser.runs.build import build_model
-from diffuser.runs.checkpoint import (
-    check_env_dims,
-    latest_checkpoint,
-    load_run,
-    load_trainer_state,
-    load_weights,
-    save_checkpoint,
-    write_config,
-)
+from diffuser.runs.checkpoint import latest_checkpoint, load_trainer_state, load_weights, save_checkpoint, write_config
+from diffuser.runs.load import check_env_dims, load_run
 
 
 def tiny_run(tmp_path, kind="diffusion", horizon=8):

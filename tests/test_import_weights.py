@@ -18,7 +18,7 @@ from diffuser.data.d4rl import write_d4rl
 from diffuser.data.sequence import SequenceDataset
 from diffuser.models import TemporalUnet, ValueFunction
 from diffuser.models.key_maps import diffusers_to_ours, load_mapped, original_to_ours, split_original_state
-from diffuser.runs.checkpoint import check_compatible, load_run
+from diffuser.runs.load import check_compatible, load_run
 from diffuser.tools.import_weights import main, read_original
 from source_layouts import (
     OriginalDiffusion,

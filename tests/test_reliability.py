@@ -32,12 +32,12 @@ from diffuser.training.trainer import NonFiniteLossError, Trainer
 from diffuser.runs.checkpoint import (
     CheckpointError,
     latest_checkpoint,
-    load_run,
     load_trainer_state,
     load_weights,
     save_checkpoint,
     write_config,
 )
+from diffuser.runs.load import load_run
 from diffuser.runs.logger import Logger
 from test_smoke import run
 

@@ -12,7 +12,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from diffuser.planning.episodes import EpisodeResults, LocomotionResults
-from diffuser.runs.checkpoint import Run, write_config
+from diffuser.runs.checkpoint import write_config
+from diffuser.runs.load import Run
 from diffuser.runs.logger import Logger
 from diffuser.utils.files import atomic_write_text
 from diffuser.utils.rendering import (

@@ -25,7 +25,7 @@ from diffuser.data.preprocess import preprocess
 from diffuser.data.sequence import GoalDataset, SequenceDataset, ValueDataset
 from diffuser.planning.plan import Planner
 from diffuser.runs.build import MODEL_KINDS
-from diffuser.runs.checkpoint import Run, check_env_dims, find_latest_run, load_run
+from diffuser.runs.load import Run, check_env_dims, find_latest_run, load_run
 from diffuser.runs.logger import Logger
 
 SampleFn = Callable[[nn.Module, int], None]  # (EMA model, step) → logs a picture of sampled plans

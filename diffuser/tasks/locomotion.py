@@ -21,7 +21,7 @@ from diffuser.planning.episodes import LocomotionResults, run_locomotion_episode
 from diffuser.planning.guided import GuidedPlanner
 from diffuser.planning.plan import Planner
 from diffuser.planning.report import write_locomotion_report
-from diffuser.runs.checkpoint import Run, check_compatible, find_latest_run, load_run
+from diffuser.runs.load import Run, check_compatible, find_latest_run, load_run
 from diffuser.runs.logger import Logger
 from diffuser.tasks.base import Evaluation, SampleFn, Task, sample_plans
 

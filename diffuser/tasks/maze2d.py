@@ -16,7 +16,7 @@ from diffuser.data.sequence import SequenceDataset
 from diffuser.planning.episodes import EpisodeResults, check_replanning, run_maze2d_episodes
 from diffuser.planning.maze2d import Maze2dPlanner, plan_lengths
 from diffuser.planning.report import write_maze2d_report
-from diffuser.runs.checkpoint import Run
+from diffuser.runs.load import Run
 from diffuser.runs.logger import Logger
 from diffuser.tasks.base import Evaluation, SampleFn, Task, sample_plans
 
