@@ -12,9 +12,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from diffuser.datasets.collect import recipe_policies, rollout, write_rollouts
-from diffuser.datasets.policies import load_policy
 from diffuser.envs.locomotion import DIMS, parse_locomotion_name
+from diffuser.tools.collect import recipe_policies, rollout, write_rollouts
+from diffuser.tools.policies import load_policy
 
 TARGET_STEPS_PER_SECOND = 3_000.0
 

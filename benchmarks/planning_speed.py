@@ -44,10 +44,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from diffuser.build import build_model  # noqa: E402
+from diffuser.runs.build import build_model  # noqa: E402
 from diffuser.config import DiffusionConfig, ModelConfig  # noqa: E402
-from diffuser.datasets.normalization import GaussianNormalizer  # noqa: E402
-from diffuser.guides.value_guide import ValueGuide  # noqa: E402
+from diffuser.diffusion.normalization import GaussianNormalizer  # noqa: E402
+from diffuser.diffusion.guidance import ValueGuide  # noqa: E402
 from diffuser.planning.guided import GuidedPlanner  # noqa: E402
 
 OBSERVATION_DIM = 11
@@ -207,7 +207,7 @@ def matmul_gflops(n: int, repeats: int) -> float:
 
 
 def build_ours(seed: int, dim: int):
-    """The diffusion and value models exactly as diffuser.build.build_model makes them for the hopper presets."""
+    """The diffusion and value models exactly as diffuser.runs.build.build_model makes them for the hopper presets."""
     torch.manual_seed(seed)
     transition_dim = OBSERVATION_DIM + ACTION_DIM
     data = np.random.default_rng(seed).standard_normal((10_000, transition_dim))
@@ -294,7 +294,8 @@ def main() -> None:
             observations = np.repeat(observation[None], n, axis=0)
             generator = torch.Generator().manual_seed(args.seed)
             ids = list(range(n))  # the same envs every call, so a warm start has previous plans after the first
-            entries.append(Entry(mode, n, lambda p=planner, o=observations, g=generator, i=ids: p(o, g, env_ids=i)))
+            entries.append(Entry(mode, n, lambda p=planner, o=observations, g=generator, i=ids: p.plan(
+                o, generator=g, env_ids=i)))
 
     reference: Entry | None = None
     if not args.no_diffusers:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Optional
 
 from hydra.core.config_store import ConfigStore
 
@@ -57,7 +57,7 @@ class DiffusionConfig:
 
 @dataclass
 class TrainerConfig:
-    """Step-based training loop."""
+    """Step-based training loop; the files of configs/trainer/ state only what differs from these defaults."""
 
     n_train_steps: int = 2_000_000
     batch_size: int = 32  # per micro-batch
@@ -209,61 +209,3 @@ def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
     cs.store(name="plan_schema", node=PlanConfig)
-
-
-# Hydra launchers of the `cluster` extra: hydra/launcher option → the plugin package that provides it.
-LAUNCHER_PLUGINS = {
-    "slurm": "hydra-submitit-launcher",  # configs/hydra/launcher/slurm.yaml, over submitit_slurm
-    "submitit_slurm": "hydra-submitit-launcher",
-    "submitit_local": "hydra-submitit-launcher",
-    "joblib": "hydra-joblib-launcher",
-}
-
-
-def check_overrides(overrides: list[str], schema: type, extra_groups: tuple[str, ...] = ("experiment",)) -> None:
-    """Reject an override of an unknown key with a message listing the valid keys at that level, and a launcher
-    whose plugin is not installed with the pip command that installs it.
-
-    Hydra would refuse both too, but without saying what the valid options are or what to install.
-    """
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
-    except Exception:
-        return  # Hydra reports syntax errors itself
-    for override in parsed:
-        key = override.key_or_group
-        if key == "hydra/launcher" and not override.is_sweep_override():
-            check_launcher(str(override.value()))
-        skip = key.startswith("hydra") or "/" in key or key in extra_groups
-        if override.is_add() or override.is_delete() or skip:
-            continue
-        node: Any = schema
-        for part in key.split("."):
-            if not dataclasses.is_dataclass(node):
-                break
-            fields = {f.name: f for f in dataclasses.fields(node)}
-            if part not in fields:
-                where = key.rsplit(".", 1)[0] if "." in key else "the top level"
-                raise SystemExit(
-                    f"unknown config option '{key}'. Valid options of {where}: {', '.join(sorted(fields))}"
-                )
-            node = fields[part].default_factory() if fields[part].default_factory is not dataclasses.MISSING else None
-            node = type(node) if dataclasses.is_dataclass(node) else None
-
-
-def check_launcher(name: str) -> None:
-    """Exit with one line naming the package to install when hydra/launcher=``name`` needs a missing plugin."""
-    import importlib.util
-
-    package = LAUNCHER_PLUGINS.get(name)
-    if package is None:
-        return
-    try:
-        found = importlib.util.find_spec(f"hydra_plugins.{package.replace('-', '_')}") is not None
-    except ModuleNotFoundError:  # no hydra_plugins namespace at all
-        found = False
-    if not found:
-        raise SystemExit(f"hydra/launcher={name} needs the {package} package: pip install -e '.[cluster]' "
-                         f"(or pip install {package})")

@@ -12,7 +12,7 @@ if "DISPLAY" not in os.environ:
 import numpy as np
 import pytest
 
-from diffuser.datasets.d4rl import write_d4rl
+from diffuser.data.d4rl import write_d4rl
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,7 +43,7 @@ def locomotion_file(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def maze2d_dir(tmp_path_factory) -> Path:
     """A directory holding a small generated maze2d-umaze-v1 dataset (20k steps), for $D4RL_DATASET_DIR."""
-    from diffuser.datasets.maze2d_generate import generate_maze2d
+    from diffuser.tools.maze2d_generate import generate_maze2d
 
     root = tmp_path_factory.mktemp("d4rl")
     generate_maze2d("maze2d-umaze-v1", 20_000, seed=0, path=root / "maze2d-umaze-sparse-v1.hdf5")

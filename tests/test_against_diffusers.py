@@ -11,8 +11,8 @@ import torch
 from diffusers import DDPMScheduler
 from torch import nn
 
-from diffuser.datasets.normalization import IdentityNormalizer
 from diffuser.diffusion.gaussian import GaussianDiffusion
+from diffuser.diffusion.normalization import IdentityNormalizer
 from diffuser.diffusion.schedule import respaced_timesteps
 
 H, OBS, ACT = 4, 2, 1

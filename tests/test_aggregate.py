@@ -1,4 +1,4 @@
-"""python -m diffuser.planning.aggregate: mean ± s.e. over episodes and over evaluations, grouped by plan settings."""
+"""python -m diffuser.tools.aggregate: mean ± s.e. over episodes and over evaluations, grouped by plan settings."""
 
 import json
 import math
@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from diffuser.planning.aggregate import main
+from diffuser.tools.aggregate import main
 
 
 def write_results(root, run, seed, scores, scale=0.1, name=None):

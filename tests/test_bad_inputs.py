@@ -28,10 +28,13 @@ import pytest
 import torch
 
 from conftest import locomotion_arrays
-from diffuser.build import build_dataset, build_model, load_env_data
-from diffuser.config import DiffusionConfig, EnvConfig, ModelConfig, TrainConfig, check_overrides
-from diffuser.datasets.d4rl import DatasetNotFoundError, write_d4rl
-from diffuser.utils.checkpoint import CheckpointError, Run, check_compatible, load_run, load_weights
+from diffuser.config import DiffusionConfig, EnvConfig, ModelConfig, TrainConfig
+from diffuser.data.d4rl import DatasetNotFoundError, write_d4rl
+from diffuser.launch import check_overrides
+from diffuser.runs.build import build_model
+from diffuser.runs.checkpoint import CheckpointError, load_weights
+from diffuser.runs.load import Run, check_compatible, load_run
+from diffuser.tasks import build_dataset, load_env_data
 
 
 def _env(path: Path, **kw) -> EnvConfig:
@@ -134,7 +137,7 @@ def value_run_is_not_a_value_model(tmp_path, monkeypatch):
 
 
 def wrong_policy_file(tmp_path, monkeypatch):
-    from diffuser.datasets.policies import load_policy
+    from diffuser.tools.policies import load_policy
 
     path = tmp_path / "policy.onnx"
     path.write_bytes(b"\0")
@@ -154,7 +157,7 @@ def not_a_run_folder(tmp_path, monkeypatch):
 # (bad input, exception type, substrings the message must hold: the thing named, and what to do)
 ROWS: list[tuple[Callable, type[Exception], list[str]]] = [
     (missing_dataset, DatasetNotFoundError, ["hopper-medium-v2", "hopper_medium-v2.hdf5", "Looked in",
-                                             "diffuser.datasets.collect", "env.dataset="]),
+                                             "diffuser.tools.collect", "env.dataset="]),
     (missing_key, KeyError, ["bad.hdf5", "missing required key(s) ['terminals']", "present keys"]),
     (string_observations, ValueError, ["bad.hdf5", "'observations' holds |S3 values, not numbers",
                                        "float, int or bool"]),

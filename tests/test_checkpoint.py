@@ -3,18 +3,11 @@ import pytest
 import torch
 
 from conftest import locomotion_arrays
-from diffuser.build import build_model
 from diffuser.config import DiffusionConfig, ModelConfig
-from diffuser.datasets.sequence import SequenceDataset
-from diffuser.utils.checkpoint import (
-    check_env_dims,
-    latest_checkpoint,
-    load_run,
-    load_trainer_state,
-    load_weights,
-    save_checkpoint,
-    write_config,
-)
+from diffuser.data.sequence import SequenceDataset
+from diffuser.runs.build import build_model
+from diffuser.runs.checkpoint import latest_checkpoint, load_trainer_state, load_weights, save_checkpoint, write_config
+from diffuser.runs.load import check_env_dims, load_run
 
 
 def tiny_run(tmp_path, kind="diffusion", horizon=8):

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from diffuser.datasets import collect as collect_mod
-from diffuser.datasets.collect import collect, collect_dataset, main, policies_dir, rollout
-from diffuser.datasets.d4rl import load_d4rl, write_d4rl
-from diffuser.datasets.policies import (
+from diffuser.data.d4rl import load_d4rl, write_d4rl
+from diffuser.tools import collect as collect_mod
+from diffuser.tools.collect import collect, collect_dataset, main, policies_dir, rollout
+from diffuser.tools.policies import (
     GaussianPolicy,
     LinearPolicy,
     PolicyLoadError,

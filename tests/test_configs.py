@@ -6,7 +6,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from diffuser.config import PlanConfig, TrainConfig, check_overrides, register_configs
+from diffuser.config import PlanConfig, TrainConfig, register_configs
+from diffuser.launch import check_overrides
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 register_configs()

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from conftest import locomotion_arrays
-from diffuser.datasets.d4rl import DatasetNotFoundError, find_dataset, load_d4rl, write_d4rl
-from diffuser.datasets.preprocess import maze2d_goal, maze2d_set_terminals, preprocess
-from diffuser.datasets.sequence import GoalDataset, SequenceDataset, ValueDataset, discounted_returns, split_episodes
+from diffuser.data.d4rl import DatasetNotFoundError, find_dataset, load_d4rl, write_d4rl
+from diffuser.data.preprocess import maze2d_goal, maze2d_set_terminals, preprocess
+from diffuser.data.sequence import GoalDataset, SequenceDataset, ValueDataset, discounted_returns, split_episodes
 
 
 def test_reader_squeezes_casts_and_keeps_nested_keys(tmp_path):
@@ -45,7 +45,7 @@ def test_missing_dataset_says_where_it_looked_and_how_to_make_it(tmp_path, monke
     monkeypatch.setenv("D4RL_DATASET_DIR", str(tmp_path))
     monkeypatch.setenv("HOME", str(tmp_path / "home"))  # never find the user's own ~/.d4rl files
     with pytest.raises(DatasetNotFoundError) as e:
-        find_dataset("maze2d-umaze-v1", how_to_make="python -m diffuser.datasets.maze2d_generate")
+        find_dataset("maze2d-umaze-v1", how_to_make="python -m diffuser.tools.maze2d_generate")
     assert str(tmp_path / "maze2d-umaze-sparse-v1.hdf5") in str(e.value)
     assert "maze2d_generate" in str(e.value)
     assert str(tmp_path / "home" / ".d4rl" / "datasets" / "maze2d-umaze-sparse-v1.hdf5") in str(e.value)

@@ -17,12 +17,11 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import REPO
+from diffuser.launch import drop_stray_job_folder, hydra_overrides_for_rank, user_errors
+from diffuser.runs.checkpoint import CheckpointError, latest_checkpoint, load_trainer_state, save_checkpoint
+from diffuser.runs.logger import Logger
 from diffuser.training.distributed import Distributed, PeerError
-from diffuser.training.setup import drop_stray_job_folder
 from diffuser.training.trainer import BatchStream, NonFiniteLossError, Trainer
-from diffuser.utils.checkpoint import CheckpointError, latest_checkpoint, load_trainer_state, save_checkpoint
-from diffuser.utils.cli import hydra_overrides_for_rank, user_errors
-from diffuser.utils.logging import Logger
 from test_reliability import metric_rows, tiny_diffusion
 
 BC = ["experiment=locomotion_bc", "trainer=debug", "logger=disabled", "model.dim=16"]

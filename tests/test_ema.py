@@ -9,9 +9,9 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from diffuser.datasets.sequence import Batch
+from diffuser.diffusion.conditioning import Batch
+from diffuser.runs.logger import Logger
 from diffuser.training.trainer import Trainer
-from diffuser.utils.logging import Logger
 
 
 class ThreeWeights(nn.Module):

@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
+from diffuser.diffusion.guidance import ValueGuide
 from diffuser.diffusion.schedule import DiffusionSchedule, respaced_timesteps
-from diffuser.guides.value_guide import ValueGuide
 from diffuser.planning.guided import GuidedPlanner
 from test_guides import ACT, D, H, N_STEPS, OBS, FirstStateValue, make_diffusion, sample
 
@@ -64,8 +64,8 @@ def test_strided_planner_counts_t_stopgrad_in_training_steps():
     planner = GuidedPlanner(make_diffusion(), ValueGuide(FirstStateValue()), batch_size=2, n_sample_steps=3,
                             t_stopgrad=3)
     assert planner.diffusion.model.timesteps.tolist() == [0, 2, 5]
-    step = planner(np.zeros((2, OBS)), torch.Generator().manual_seed(0))
-    assert step.actions.shape == (2, ACT)
+    step = planner.plan(np.zeros((2, OBS)), generator=torch.Generator().manual_seed(0))
+    assert step.first_actions.shape == (2, ACT)
 
 
 def test_warm_start_shifts_the_previous_plan_and_denoises_only_the_last_steps():
@@ -75,12 +75,12 @@ def test_warm_start_shifts_the_previous_plan_and_denoises_only_the_last_steps():
                             scale=0.1, n_guide_steps=1, t_stopgrad=0)
     observations = np.random.default_rng(0).normal(size=(2, OBS))
     planner.reset()
-    planner(observations, torch.Generator().manual_seed(0), env_ids=[0, 1])
+    planner.plan(observations, generator=torch.Generator().manual_seed(0), env_ids=[0, 1])
     assert diffusion.model.calls == list(range(N_STEPS))[::-1]  # no previous plan: a full, cold sample
     previous = {i: plan.clone() for i, plan in planner.previous.items()}
 
     diffusion.model.calls.clear()
-    planner(observations[1:], torch.Generator().manual_seed(0), env_ids=[1])
+    planner.plan(observations[1:], generator=torch.Generator().manual_seed(0), env_ids=[1])
     assert diffusion.model.calls == [1, 0]
     # The start point: env 1's plan shifted by one step (last row repeated), noised to t = 1, per candidate.
     noise = torch.randn(3, H, D, generator=torch.Generator().manual_seed(5))
@@ -90,7 +90,7 @@ def test_warm_start_shifts_the_previous_plan_and_denoises_only_the_last_steps():
 
     planner.reset()
     diffusion.model.calls.clear()
-    planner(observations, torch.Generator().manual_seed(0), env_ids=[0, 1])
+    planner.plan(observations, generator=torch.Generator().manual_seed(0), env_ids=[0, 1])
     assert len(diffusion.model.calls) == N_STEPS  # a new episode starts cold again
     with pytest.raises(ValueError, match="warm_start_steps=7"):
         GuidedPlanner(diffusion, None, warm_start_steps=N_STEPS + 1)
@@ -100,11 +100,11 @@ def test_bf16_planner_runs_the_networks_in_bfloat16():
     diffusion = make_diffusion()
     observations = np.random.default_rng(0).normal(size=(2, OBS))
     planner = GuidedPlanner(diffusion, ValueGuide(FirstStateValue()), batch_size=4, bf16=True)
-    step = planner(observations, torch.Generator().manual_seed(0))
-    assert step.actions.dtype == np.float32 and np.isfinite(step.plan_observations).all()
-    np.testing.assert_allclose(step.plan_observations[:, 0], observations, atol=1e-5)  # still inpainted
+    step = planner.plan(observations, generator=torch.Generator().manual_seed(0))
+    assert step.first_actions.dtype == np.float32 and np.isfinite(step.observations).all()
+    np.testing.assert_allclose(step.observations[:, 0], observations, atol=1e-5)  # still inpainted
     # At t = 0 the sample is the network's x0 prediction itself, so under autocast it holds bfloat16 values.
-    actions = torch.from_numpy(step.plan_actions)
+    actions = torch.from_numpy(step.actions)
     assert torch.equal(actions.bfloat16().float(), actions)
-    fp32 = GuidedPlanner(diffusion, ValueGuide(FirstStateValue()), batch_size=4)(observations, None).plan_actions
+    fp32 = GuidedPlanner(diffusion, ValueGuide(FirstStateValue()), batch_size=4).plan(observations).actions
     assert not torch.equal(torch.from_numpy(fp32).bfloat16().float(), torch.from_numpy(fp32))

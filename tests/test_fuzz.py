@@ -23,9 +23,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from diffuser.datasets.d4rl import load_d4rl, write_d4rl
-from diffuser.datasets.normalization import NORMALIZERS, make_normalizer
-from diffuser.datasets.sequence import SequenceDataset, split_episodes
+from diffuser.data.d4rl import load_d4rl, write_d4rl
+from diffuser.data.sequence import SequenceDataset, split_episodes
+from diffuser.diffusion.normalization import NORMALIZERS, make_normalizer
 
 episodes = st.lists(st.tuples(st.integers(1, 12), st.booleans()), min_size=1, max_size=6)
 

@@ -12,11 +12,10 @@ import pytest
 import torch
 from torch import nn
 
-from diffuser.datasets.normalization import IdentityNormalizer
 from diffuser.diffusion.gaussian import GaussianDiffusion
+from diffuser.diffusion.guidance import ValueGuide, guided_p_sample, guided_sample_fn
+from diffuser.diffusion.normalization import IdentityNormalizer
 from diffuser.diffusion.schedule import respaced_timesteps
-from diffuser.guides.sampling import guided_p_sample, guided_sample_fn
-from diffuser.guides.value_guide import ValueGuide
 from diffuser.planning.guided import GuidedPlanner
 from test_posterior import ACT, D, HAND_BETAS, OBS, H, bayes_posterior, diffusion_with
 
@@ -113,7 +112,7 @@ def test_strided_planner_counts_t_stopgrad_in_training_steps(t_stopgrad, guided)
     value = RecordingValue()
     planner = GuidedPlanner(six_step_diffusion(), ValueGuide(value), batch_size=2, scale=0.1, n_guide_steps=2,
                             t_stopgrad=t_stopgrad, n_sample_steps=3)
-    planner(np.zeros((1, OBS)), torch.Generator().manual_seed(0))
+    planner.plan(np.zeros((1, OBS)), generator=torch.Generator().manual_seed(0))
     assert value.guided_steps() == [t for t in guided for _ in range(2)]
     assert [t for t, grad in value.calls if not grad] == [t for t in (5, 2, 0) if t not in guided]
 
@@ -146,14 +145,14 @@ def test_planner_executes_the_plan_with_the_highest_value():
 
     diffusion.conditional_sample = spy
     planner = GuidedPlanner(diffusion, ValueGuide(LastAction()), batch_size=8, t_stopgrad=5)  # scored, never moved
-    step = planner(np.array([[0.0, 1.0], [2.0, -1.0], [0.5, 0.5]]), torch.Generator().manual_seed(0))
+    step = planner.plan(np.array([[0.0, 1.0], [2.0, -1.0], [0.5, 0.5]]), generator=torch.Generator().manual_seed(0))
 
     candidates = samples[0].trajectories.reshape(3, 8, H, D)
     values = candidates[:, :, -1, 0]
     best = values.argmax(dim=1)
     assert (values.max(dim=1).values > values.min(dim=1).values + 1e-3).all()  # the best and the worst differ
     chosen = candidates[torch.arange(3), best]
-    np.testing.assert_allclose(step.plan_actions, chosen[..., :ACT].numpy(), atol=1e-6)
-    np.testing.assert_allclose(step.plan_observations, chosen[..., ACT:].numpy(), atol=1e-6)
-    np.testing.assert_allclose(step.actions, chosen[:, 0, :ACT].numpy(), atol=1e-6)
+    np.testing.assert_allclose(step.actions, chosen[..., :ACT].numpy(), atol=1e-6)
+    np.testing.assert_allclose(step.observations, chosen[..., ACT:].numpy(), atol=1e-6)
+    np.testing.assert_allclose(step.first_actions, chosen[:, 0, :ACT].numpy(), atol=1e-6)
     np.testing.assert_allclose(step.values, values.max(dim=1).values.numpy(), atol=1e-5)

@@ -5,10 +5,9 @@ import pytest
 import torch
 from torch import nn
 
-from diffuser.datasets.normalization import GaussianNormalizer, IdentityNormalizer
 from diffuser.diffusion.gaussian import GaussianDiffusion
-from diffuser.guides.sampling import guided_p_sample, guided_sample_fn
-from diffuser.guides.value_guide import ValueGuide
+from diffuser.diffusion.guidance import ValueGuide, guided_p_sample, guided_sample_fn
+from diffuser.diffusion.normalization import GaussianNormalizer, IdentityNormalizer
 from diffuser.models import TemporalUnet, ValueFunction
 from diffuser.planning.guided import GuidedPlanner
 
@@ -123,14 +122,14 @@ def test_planner_picks_the_best_plan_per_env_and_conditions_on_each_state():
     planner = GuidedPlanner(diffusion, ValueGuide(FirstStateValue()), batch_size=8, scale=0.1, n_guide_steps=1,
                             t_stopgrad=0)
     observations = np.array([[1.0, 2.0, 3.0], [-4.0, 0.5, 2.0], [0.0, 0.0, 0.0]])
-    step = planner(observations, torch.Generator().manual_seed(0))
-    assert step.actions.shape == (3, ACT) and step.plan_observations.shape == (3, H, OBS)
-    np.testing.assert_allclose(step.plan_observations[:, 0], observations, atol=1e-5)
-    np.testing.assert_allclose(step.actions, step.plan_actions[:, 0])
+    step = planner.plan(observations, generator=torch.Generator().manual_seed(0))
+    assert step.first_actions.shape == (3, ACT) and step.observations.shape == (3, H, OBS)
+    np.testing.assert_allclose(step.observations[:, 0], observations, atol=1e-5)
+    np.testing.assert_allclose(step.first_actions, step.actions[:, 0])
     assert step.values.shape == (3,)
 
 
 def test_unguided_planner_runs_without_a_value_model():
     planner = GuidedPlanner(make_diffusion(), None, batch_size=2)
-    step = planner(np.zeros((2, OBS)), torch.Generator().manual_seed(0))
-    assert step.actions.shape == (2, ACT) and (step.values == 0).all()
+    step = planner.plan(np.zeros((2, OBS)), generator=torch.Generator().manual_seed(0))
+    assert step.first_actions.shape == (2, ACT) and (step.values == 0).all()

@@ -14,12 +14,12 @@ import pytest
 import torch
 
 from conftest import locomotion_arrays
-from diffuser.datasets.d4rl import write_d4rl
-from diffuser.datasets.sequence import SequenceDataset
+from diffuser.data.d4rl import write_d4rl
+from diffuser.data.sequence import SequenceDataset
 from diffuser.models import TemporalUnet, ValueFunction
 from diffuser.models.key_maps import diffusers_to_ours, load_mapped, original_to_ours, split_original_state
-from diffuser.utils.checkpoint import check_compatible, load_run
-from diffuser.utils.import_weights import main, read_original
+from diffuser.runs.load import check_compatible, load_run
+from diffuser.tools.import_weights import main, read_original
 from source_layouts import (
     OriginalDiffusion,
     OriginalTemporalUnet,
@@ -327,7 +327,7 @@ def test_imported_pair_plans_with_plan_py(tmp_path):
         else:
             source = OriginalDiffusion(randomize(OriginalValueFunction(H, 14, DIM, MULTS), 2), N)
         save_original_checkpoint(tmp_path / f"{kind}.pt", source, source, step=1000)
-        run_script("-m", "diffuser.utils.import_weights", "original", "--checkpoint", str(tmp_path / f"{kind}.pt"),
+        run_script("-m", "diffuser.tools.import_weights", "original", "--checkpoint", str(tmp_path / f"{kind}.pt"),
                    "--env", "hopper-medium-v2", "--runs-root", str(runs), *TINY, env_dir=data_dir)
     out = run_script("plan.py", "env=locomotion", "env.name=hopper-medium-v2", "planner=locomotion",
                      "exp_name=imported", f"runs_root={runs}", "planner.n_episodes=1", "planner.max_episode_steps=3",
@@ -342,7 +342,7 @@ def test_imported_pair_plans_with_plan_py(tmp_path):
 
 
 def test_a_failed_write_leaves_no_folder(tmp_path, data_file, monkeypatch):
-    import diffuser.utils.import_weights as import_module
+    import diffuser.tools.import_weights as import_module
 
     raw, ema = original_pair("diffusion")
     save_original_checkpoint(tmp_path / "state_1.pt", raw, ema, step=1)

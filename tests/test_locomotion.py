@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import locomotion_arrays
-from diffuser.datasets.d4rl import write_d4rl
+from diffuser.data.d4rl import write_d4rl
 from diffuser.envs.locomotion import locomotion_normalized_score, make_locomotion_env, parse_locomotion_name
 from test_smoke import run
 

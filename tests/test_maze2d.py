@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 import diffuser.envs
-from diffuser.datasets.d4rl import find_dataset, load_d4rl
-from diffuser.datasets.maze2d_generate import default_output_path, generate_maze2d, main, rollout
+from diffuser.data.d4rl import find_dataset, load_d4rl
 from diffuser.envs import MAZE2D_SPECS, Maze2dEnv, make_env, normalized_score
 from diffuser.envs.maze2d import EMPTY, GOAL, LARGE_MAZE, MEDIUM_MAZE, OPEN, U_MAZE, WALL, parse_maze
 from diffuser.envs.waypoint_controller import WaypointController
+from diffuser.tools.maze2d_generate import default_output_path, generate_maze2d, main, rollout
 
 FIXED_TARGETS = {
     "umaze": (1, 1), "medium": (6, 6), "large": (7, 9),
@@ -243,7 +243,7 @@ def test_generated_keys_shapes_dtypes(small_dataset):
     for key in ("infos/goal", "infos/qpos", "infos/qvel"):
         assert shapes[key] == ((n, 2), np.float32)
     assert attrs["env_name"] == "maze2d-umaze-v1" and attrs["seed"] == 0 and attrs["num_samples"] == n
-    assert bool(attrs["noisy"]) and attrs["generator"] == "diffuser.datasets.maze2d_generate"
+    assert bool(attrs["noisy"]) and attrs["generator"] == "diffuser.tools.maze2d_generate"
 
 
 def test_generated_goal_switches_and_repeated_observation(small_dataset):

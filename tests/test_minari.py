@@ -14,26 +14,26 @@ import pytest
 import yaml
 
 from conftest import locomotion_arrays
-from diffuser.build import build_dataset, load_env_data
 from diffuser.config import EnvConfig
-from diffuser.datasets.d4rl import DatasetNotFoundError, write_d4rl
-from diffuser.datasets.minari import (
+from diffuser.data.d4rl import DatasetNotFoundError, write_d4rl
+from diffuser.tasks import build_dataset, load_env_data
+from diffuser.data.minari import (
     check_env,
     describe_minari,
     load_for_env,
     load_minari,
     parse_minari_name,
 )
-from diffuser.datasets.minari_export import export_minari
-from diffuser.datasets.pointmaze import (
+from diffuser.tools.minari import export_minari
+from diffuser.data.pointmaze import (
     d4rl_action_to_pointmaze,
     d4rl_to_pointmaze,
     pointmaze_action_to_d4rl,
     pointmaze_to_d4rl,
 )
-from diffuser.datasets.preprocess import preprocess
-from diffuser.datasets.sequence import split_episodes
-from diffuser.envs.maze2d import U_MAZE, WALL, Maze2dEnv, parse_maze
+from diffuser.data.preprocess import preprocess
+from diffuser.data.sequence import split_episodes
+from diffuser.envs.maze2d import Maze2dEnv, U_MAZE, WALL, parse_maze
 from diffuser.envs.registry import evaluation_settings, normalized_score
 
 HOPPER_SPEC = {"id": "Hopper-v5", "entry_point": "gymnasium.envs.mujoco.hopper_v5:HopperEnv",
@@ -281,7 +281,7 @@ def test_export_round_trip(tmp_path, monkeypatch):
     ends = np.flatnonzero(arrays["terminals"] | arrays["timeouts"])
     arrays["next_observations"][ends] = rng.normal(size=(len(ends), 11))
     arrays["infos/qpos"] = rng.normal(size=(69, 6)).astype(np.float32)
-    attrs = {"env": "hopper-medium-v2", "gym_id": "Hopper-v4", "generator": "diffuser.datasets.collect"}
+    attrs = {"env": "hopper-medium-v2", "gym_id": "Hopper-v4", "generator": "diffuser.tools.collect"}
     source = write_d4rl(tmp_path / "hopper_medium-v2.hdf5", arrays, attrs=attrs)
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "store"))
     out = export_minari(source, "diffuser/hopper/medium-v0")
@@ -313,7 +313,7 @@ def test_export_round_trip(tmp_path, monkeypatch):
 
 
 def test_export_of_generated_maze2d_trains_on_its_env(tmp_path, monkeypatch):
-    from diffuser.datasets.maze2d_generate import generate_maze2d
+    from diffuser.tools.maze2d_generate import generate_maze2d
 
     source = generate_maze2d("maze2d-umaze-v1", 2000, seed=0, path=tmp_path / "maze2d-umaze-sparse-v1.hdf5")
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "store"))

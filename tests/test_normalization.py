@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from diffuser.datasets.normalization import NORMALIZERS, make_normalizer
+from diffuser.diffusion.normalization import NORMALIZERS, make_normalizer
 
 
 @pytest.fixture

@@ -7,13 +7,15 @@ import pytest
 from nbclient import NotebookClient
 
 from conftest import REPO, locomotion_arrays
-from diffuser.datasets.d4rl import write_d4rl
+from diffuser.data.d4rl import write_d4rl
 from test_smoke import run
 
 
 def execute(name: str, env: dict[str, str]) -> list:
     """Run notebooks/<name> in a kernel that sees ``env``; returns the outputs of its code cells."""
     notebook = nbformat.read(REPO / "notebooks" / name, as_version=4)
+    # The kernel imports this checkout's diffuser, not whichever one the venv's editable install points at.
+    env = {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)  # the kernel inherits this process's environment
     try:

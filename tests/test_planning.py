@@ -4,13 +4,13 @@ import pytest
 import torch
 
 import diffuser.envs  # noqa: F401
-from diffuser.datasets.normalization import make_normalizer
 from diffuser.diffusion.gaussian import GaussianDiffusion
+from diffuser.diffusion.normalization import make_normalizer
 from diffuser.models import TemporalUnet
+from diffuser.planning.episodes import check_replanning, needs_replan, run_maze2d_episodes
 from diffuser.planning.maze2d import (
     DT, Maze2dPlanner, Plan, dynamic_residual, plan_lengths, track_waypoint, upsample,
 )
-from diffuser.planning.rollout import check_replanning, needs_replan, run_maze2d_episodes
 
 
 def test_tracking_rule_by_hand():

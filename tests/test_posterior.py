@@ -13,8 +13,8 @@ import pytest
 import torch
 from torch import nn
 
-from diffuser.datasets.normalization import IdentityNormalizer
 from diffuser.diffusion.gaussian import GaussianDiffusion
+from diffuser.diffusion.normalization import IdentityNormalizer
 from diffuser.diffusion.schedule import DiffusionSchedule
 
 H, OBS, ACT = 4, 2, 1

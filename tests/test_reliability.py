@@ -21,24 +21,24 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from conftest import REPO, locomotion_arrays
-from diffuser.build import build_model
 from diffuser.config import DiffusionConfig, ModelConfig
-from diffuser.datasets.d4rl import load_d4rl, write_d4rl
-from diffuser.datasets.maze2d_generate import generate_maze2d
-from diffuser.datasets.normalization import make_normalizer
-from diffuser.datasets.sequence import SequenceDataset
+from diffuser.data.d4rl import load_d4rl, write_d4rl
+from diffuser.data.sequence import SequenceDataset
+from diffuser.diffusion.normalization import make_normalizer
 from diffuser.planning.maze2d import Maze2dPlanner
+from diffuser.runs.build import build_model
+from diffuser.tools.maze2d_generate import generate_maze2d
 from diffuser.training.trainer import NonFiniteLossError, Trainer
-from diffuser.utils.checkpoint import (
+from diffuser.runs.checkpoint import (
     CheckpointError,
     latest_checkpoint,
-    load_run,
     load_trainer_state,
     load_weights,
     save_checkpoint,
     write_config,
 )
-from diffuser.utils.logging import Logger
+from diffuser.runs.load import load_run
+from diffuser.runs.logger import Logger
 from test_smoke import run
 
 TINY = ["trainer=debug", "logger=disabled", "model.dim=8", "diffusion.n_diffusion_steps=8", "trainer.sample_freq=0"]

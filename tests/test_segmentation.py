@@ -15,12 +15,12 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 import diffuser.envs  # noqa: F401  (registers maze2d-*)
-from diffuser.build import build_dataset
 from diffuser.config import register_configs
-from diffuser.datasets.preprocess import preprocess
+from diffuser.data.preprocess import preprocess
 from diffuser.envs.maze2d import WALL
+from diffuser.planning.episodes import run_maze2d_episodes
 from diffuser.planning.maze2d import Maze2dPlanner, Plan
-from diffuser.planning.rollout import run_maze2d_episodes
+from diffuser.tasks import build_dataset
 from test_planning import make_planner
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

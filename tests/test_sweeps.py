@@ -13,7 +13,8 @@ import yaml
 from hydra import compose, initialize_config_dir
 
 from conftest import REPO
-from diffuser.config import check_launcher, register_configs
+from diffuser.config import register_configs
+from diffuser.launch import check_launcher
 from test_smoke import run
 
 CONFIGS = REPO / "configs"
@@ -61,7 +62,7 @@ def test_train_and_plan_multiruns_give_each_job_its_own_folder(tmp_path, maze2d_
     assert [p.name for p in (tmp_path / "sweeps").iterdir()][0].startswith("plan_")
     assert not (REPO / "multirun").exists()
 
-    out = subprocess.run([sys.executable, "-m", "diffuser.planning.aggregate", *map(str, plans)], cwd=REPO,
+    out = subprocess.run([sys.executable, "-m", "diffuser.tools.aggregate", *map(str, plans)], cwd=REPO,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     rows = [line.split() for line in out.stdout.splitlines() if line.startswith("guide.scale=")]

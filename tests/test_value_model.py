@@ -15,11 +15,11 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from conftest import locomotion_arrays
-from diffuser.build import build_dataset
 from diffuser.config import register_configs
-from diffuser.datasets.normalization import IdentityNormalizer
-from diffuser.datasets.sequence import Batch
+from diffuser.diffusion.conditioning import Batch
 from diffuser.diffusion.gaussian import ValueDiffusion
+from diffuser.diffusion.normalization import IdentityNormalizer
+from diffuser.tasks import build_dataset
 
 H, OBS, ACT = 4, 3, 2
 D = OBS + ACT

@@ -108,7 +108,7 @@ def test_offline_runs_record_the_glossary_keys(tmp_path, maze2d_dir):
 @pytest.mark.slow
 def test_offline_value_run_records_value_metrics(tmp_path):
     from conftest import locomotion_arrays
-    from diffuser.datasets.d4rl import write_d4rl
+    from diffuser.data.d4rl import write_d4rl
 
     write_d4rl(tmp_path / "hopper-medium-v2.hdf5", locomotion_arrays((60, 45), (True, False), 11, 3, seed=1))
     run_dir = tmp_path / "value"

@@ -1,0 +1,1 @@
+"""Baselines trained and evaluated through the same train.py and plan.py: behaviour cloning."""

@@ -6,14 +6,12 @@ horizon-1 windows of the dataset, and plays through the same episode loop as the
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from diffuser.datasets.normalization import Normalizer
-from diffuser.datasets.sequence import Batch
-from diffuser.planning.guided import PlanStep
+from diffuser.diffusion.conditioning import Batch
+from diffuser.diffusion.normalization import Normalizer
 
 
 class MLPPolicy(nn.Module):
@@ -42,25 +40,3 @@ class MLPPolicy(nn.Module):
         """Raw observations (N, observation_dim) → raw actions (N, action_dim)."""
         normed = self.normalizer.normalize(observations, slice(self.action_dim, None))
         return self.normalizer.unnormalize(self.net(normed), slice(0, self.action_dim))
-
-
-class BCPlanner:
-    """The BC policy behind the planner interface: observations (N, observation_dim) → PlanStep."""
-
-    def __init__(self, policy: MLPPolicy):
-        self.policy = policy
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.policy.parameters()).device
-
-    def reset(self) -> None:
-        """Nothing to forget: the policy is memoryless."""
-
-    def __call__(
-        self, observations: np.ndarray, generator: torch.Generator | None = None, env_ids: list[int] | None = None
-    ) -> PlanStep:
-        """Act on N observations at once (generator and env_ids are unused: the BC policy is deterministic)."""
-        obs = torch.as_tensor(np.asarray(observations), dtype=torch.float32, device=self.device)
-        actions = self.policy.act(obs).cpu().numpy()
-        return PlanStep(actions, actions[:, None], np.asarray(observations)[:, None], np.zeros(len(actions)))

@@ -8,11 +8,30 @@ and never touches actions.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Mapping
 
 import torch
 
 Conditions = Mapping[int, torch.Tensor]
+
+
+@dataclass
+class Batch:
+    """A training batch. trajectories: (B, H, D) normalized, actions first; conditions: {k: (B, observation_dim)};
+    values: (B,) value targets (ValueDataset only)."""
+
+    trajectories: torch.Tensor
+    conditions: dict[int, torch.Tensor]
+    values: torch.Tensor | None = None
+
+    def to(self, device: torch.device | str) -> "Batch":
+        """Move every tensor to ``device``."""
+        return Batch(
+            self.trajectories.to(device),
+            {k: v.to(device) for k, v in self.conditions.items()},
+            None if self.values is None else self.values.to(device),
+        )
 
 
 def apply_conditioning(x: torch.Tensor, cond: Conditions, action_dim: int) -> torch.Tensor:
@@ -23,13 +42,3 @@ def apply_conditioning(x: torch.Tensor, cond: Conditions, action_dim: int) -> to
     for k, state in cond.items():
         x[:, k, action_dim:] = state
     return x
-
-
-def split_transition(x: torch.Tensor, action_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Split (..., transition_dim) into actions (..., action_dim) and observations (..., observation_dim)."""
-    return x[..., :action_dim], x[..., action_dim:]
-
-
-def join_transition(actions: torch.Tensor, observations: torch.Tensor) -> torch.Tensor:
-    """Inverse of split_transition: concatenate actions first, then observations."""
-    return torch.cat([actions, observations], dim=-1)

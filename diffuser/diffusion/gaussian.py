@@ -14,9 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from diffuser.datasets.normalization import Normalizer
-from diffuser.datasets.sequence import Batch
-from diffuser.diffusion.conditioning import Conditions, apply_conditioning
+from diffuser.diffusion.conditioning import Batch, Conditions, apply_conditioning
+from diffuser.diffusion.normalization import Normalizer
 from diffuser.diffusion.schedule import DiffusionSchedule, extract, respaced_timesteps
 
 
@@ -247,7 +246,3 @@ class ValueDiffusion(GaussianDiffusion):
     def forward(self, batch: Batch):  # type: ignore[override]
         """Training loss of a batch with value targets."""
         return self.loss(batch.trajectories, batch.conditions, batch.values)
-
-    def value(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """J(x_t, t): (B, H, D), (B,) → (B,)."""
-        return self.model(x, t).squeeze(-1)

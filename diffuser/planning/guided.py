@@ -13,25 +13,13 @@ The defaults are the original code's sampler ("exact"). Fast modes, each off by 
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from diffuser.diffusion.gaussian import GaussianDiffusion, TimestepMap
-from diffuser.guides.sampling import guided_sample_fn
-from diffuser.guides.value_guide import ValueGuide
-
-
-@dataclass
-class PlanStep:
-    """One planning call for N envs: actions (N, action_dim) to execute, the chosen plans' unnormalized actions
-    (N, H, action_dim) and observations (N, H, observation_dim), and their values (N,)."""
-
-    actions: np.ndarray
-    plan_actions: np.ndarray
-    plan_observations: np.ndarray
-    values: np.ndarray
+from diffuser.diffusion.guidance import ValueGuide, guided_sample_fn
+from diffuser.planning.plan import Plan
 
 
 class GuidedPlanner:
@@ -96,11 +84,13 @@ class GuidedPlanner:
         return self.diffusion.q_sample(shifted, t, noise)
 
     @torch.no_grad()
-    def __call__(
-        self, observations: np.ndarray, generator: torch.Generator | None = None, env_ids: list[int] | None = None
-    ) -> PlanStep:
+    def plan(
+        self, observations: np.ndarray, goals: np.ndarray | None = None, generator: torch.Generator | None = None,
+        env_ids: list[int] | None = None,
+    ) -> Plan:
         """Plan for N envs at once; observations are raw (unnormalized). ``env_ids`` name the envs across calls
-        (needed by the warm start; without them every call starts from noise)."""
+        (needed by the warm start; without them every call starts from noise); goals are unused (the guide
+        sets the goal)."""
         device = self.device
         observations = torch.as_tensor(np.asarray(observations), dtype=torch.float32, device=device)
         n = observations.shape[0]
@@ -120,9 +110,6 @@ class GuidedPlanner:
             self.previous.update(zip(env_ids, chosen))
         trajectories = self.diffusion.unnormalize(chosen).cpu().numpy()
         action_dim = self.diffusion.action_dim
-        return PlanStep(
-            actions=trajectories[:, 0, :action_dim],
-            plan_actions=trajectories[..., :action_dim],
-            plan_observations=trajectories[..., action_dim:],
-            values=values.max(dim=1).values.cpu().numpy(),
+        return Plan(
+            trajectories[..., :action_dim], trajectories[..., action_dim:], values=values.max(dim=1).values.cpu().numpy()
         )

@@ -13,7 +13,6 @@ Paper mode (the defaults): one plan of the training horizon per episode, made on
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -21,30 +20,9 @@ import torch
 
 from diffuser.diffusion.gaussian import GaussianDiffusion
 from diffuser.models.temporal_unet import check_horizon, horizon_multiple
+from diffuser.planning.plan import Plan
 
 DT = 0.01  # seconds per env step of the point mass (timestep 0.01, frame_skip 1)
-
-
-@dataclass
-class Plan:
-    """Unnormalized planned trajectories: actions (B, H, action_dim), observations (B, H, observation_dim).
-
-    lengths (B,): the steps of each plan that count (plans of several horizons are padded with their last state).
-    residuals (B,): each plan's dynamic_residual, where the planner measured it (None: the paper's planner).
-    """
-
-    actions: np.ndarray
-    observations: np.ndarray
-    lengths: np.ndarray | None = None
-    residuals: np.ndarray | None = None
-
-    def __post_init__(self):
-        if self.lengths is None:
-            self.lengths = np.full(len(self.observations), self.observations.shape[1])
-
-    def path(self, i: int) -> np.ndarray:
-        """The planned observations of plan i, (lengths[i], observation_dim)."""
-        return self.observations[i, : self.lengths[i]]
 
 
 def dynamic_residual(observations: np.ndarray, window: int = 8, dt: float = DT) -> np.ndarray:
@@ -146,9 +124,19 @@ class Maze2dPlanner:
         sample = diffusion.conditional_sample(cond, horizon=horizon, generator=generator)
         return diffusion.unnormalize(sample.trajectories).cpu().numpy()
 
+    @property
+    def device(self) -> torch.device:
+        return self.diffusion.schedule.betas.device
+
+    def reset(self) -> None:
+        """Nothing to forget: every plan starts from noise."""
+
     @torch.no_grad()
-    def plan(self, observations: np.ndarray, goals: np.ndarray, generator: torch.Generator | None = None) -> Plan:
-        """observations: (N, 4) current states; goals: (N, 2) target positions → Plan of N trajectories."""
+    def plan(
+        self, observations: np.ndarray, goals: np.ndarray, generator: torch.Generator | None = None, env_ids=None
+    ) -> Plan:
+        """observations: (N, 4) current states; goals: (N, 2) target positions → Plan of N trajectories (env_ids are
+        unused: plans depend on the current state and goal only)."""
         n, k, a = len(observations), self.n_candidates, self.diffusion.action_dim
         if len(self.horizons) == 1 and k == 1:  # the paper's planner: one sample per episode
             trajectories = upsample(self._sample(observations, goals, self.horizons[0], generator), self.stride)

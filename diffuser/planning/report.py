@@ -11,9 +11,11 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from diffuser.planning.rollout import EpisodeResults, LocomotionResults
-from diffuser.utils.checkpoint import Run, atomic_write_text, write_config
-from diffuser.utils.logging import Logger
+from diffuser.planning.episodes import EpisodeResults, LocomotionResults
+from diffuser.runs.checkpoint import write_config
+from diffuser.runs.load import Run
+from diffuser.runs.logger import Logger
+from diffuser.utils.files import atomic_write_text
 from diffuser.utils.rendering import (
     LocomotionRenderer,
     draw_maze2d,
@@ -36,6 +38,19 @@ def new_plan_folder(run_path: str | Path, seed: int) -> Path:
             return path
         except FileExistsError:
             path = path.with_name(path.name + "_")
+
+
+def open_plan_run(run: Run, config) -> tuple[Path, Logger]:
+    """A new plan folder in the evaluated run and the evaluation's logger (config: the PlanConfig)."""
+    name = config.env.name
+    if run.config["env"]["name"] != name:
+        print(f"warning: {run.path} was trained on {run.config['env']['name']}, evaluating on {name}")
+    out_dir = new_plan_folder(run.path, config.seed)
+    logger = Logger(
+        out_dir, **dataclasses.asdict(config.logger), job_type="plan", config=dataclasses.asdict(config),
+        group=f"{name}-{run.config['exp_name']}", name=f"{name}__plan__s{config.seed}__{out_dir.name}",
+    )
+    return out_dir, logger
 
 
 def log_eval(logger: Logger, results, train_step: int) -> dict:

@@ -1,49 +1,22 @@
-"""Run-folder setup for train.py: the folder of a multirun job, resume an existing folder, record the resolved config,
-draw samples."""
+"""Run-folder setup for train.py: resume an existing folder, record the resolved config, open the logger."""
 
 from __future__ import annotations
 
 import dataclasses
-import shutil
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-import numpy as np
-import torch
 from omegaconf import OmegaConf
-from torch import nn
 
 import diffuser
 from diffuser.config import TrainConfig
-from diffuser.datasets.minari import describe_minari, is_minari, parse_minari_name
-from diffuser.datasets.sequence import SequenceDataset
-from diffuser.utils.checkpoint import read_config, write_config
-from diffuser.utils.logging import Logger
+from diffuser.data.minari import describe_minari, is_minari, parse_minari_name
+from diffuser.data.sequence import SequenceDataset
+from diffuser.runs.checkpoint import read_config, write_config
+from diffuser.runs.git import write_git_info
+from diffuser.runs.logger import Logger
 
 DERIVED_KEYS = ("dims", "dataset_path", "dataset_info", "version")  # written by record_config, not in TrainConfig
-
-
-def job_run_dir(run_dir: str) -> str:
-    """In a multirun (-m), the folder Hydra made for this job (hydra.sweep.subdir of train.yaml), unless run_dir was
-    given on the command line: parallel jobs with the same seed then never share (and resume) one run folder."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    if not HydraConfig.initialized():
-        return run_dir
-    hydra = HydraConfig.get()
-    given = any(o.lstrip("+~").split("=")[0] == "run_dir" for o in hydra.overrides.task)
-    return hydra.runtime.output_dir if hydra.mode == RunMode.MULTIRUN and not given else run_dir
-
-
-def drop_stray_job_folder(own: str, agreed: str) -> None:
-    """Remove the folder Hydra made for this rank when it differs from rank 0's (SLURM tasks compose the config
-    one by one, so their timestamped job folders can differ by a second); only Hydra's own files are in it."""
-    path = Path(own)
-    if path.resolve() != Path(agreed).resolve() and path.is_dir():
-        names = {p.name for p in path.iterdir()}
-        if names <= {".hydra", "train.log"}:
-            shutil.rmtree(path, ignore_errors=True)
 
 
 def resume_config(config: TrainConfig) -> TrainConfig:
@@ -95,69 +68,14 @@ def record_config(config: TrainConfig, dataset: SequenceDataset, dataset_path: P
     return record
 
 
-def sample_plans(model: nn.Module, dataset: SequenceDataset, n_samples: int, seed: int) -> np.ndarray:
-    """Plans sampled from the conditions (start, and goal for Maze2D) of random dataset windows, with the model the
-    trainer passes (its EMA copy): unnormalized observations (n_samples, H, observation_dim)."""
-    idx = np.random.default_rng(seed).choice(len(dataset), n_samples)
-    device = next(model.parameters()).device
-    batch = dataset.get_batch(idx).to(device)
-    generator = torch.Generator(device=device).manual_seed(seed)
-    trajectories = model.conditional_sample(batch.conditions, generator=generator).trajectories
-    return model.unnormalize(trajectories)[..., model.action_dim :].cpu().numpy()
-
-
-def maze2d_sample_fn(
-    dataset: SequenceDataset, logger: Logger, run_dir: Path, env_name: str, n_samples: int, seed: int
-) -> Callable[[nn.Module, int], None]:
-    """Every call samples plans between the start and end states of random windows and logs their picture."""
-    from diffuser.envs.maze2d import MAZE2D_SPECS, parse_maze
-    from diffuser.utils.rendering import save_maze2d_figure
-
-    maze_arr = parse_maze(MAZE2D_SPECS[env_name].layout)
-
-    def sample(model: nn.Module, step: int) -> None:
-        observations = sample_plans(model, dataset, n_samples, seed + step)
-        path = Path(run_dir) / "media" / f"samples_{step:07d}.png"
-        image = save_maze2d_figure(path, maze_arr, list(observations), list(observations[:, -1, :2]))
-        logger.log_image("media/plan", image, step)
-
-    return sample
-
-
-def locomotion_sample_fn(
-    dataset: SequenceDataset, logger: Logger, run_dir: Path, env_name: str, gym_version: str, n_samples: int,
-    seed: int,
-) -> Callable[[nn.Module, int], None] | None:
-    """Every call samples plans from the first states of random windows and logs their MuJoCo composites, one row
-    per plan. None (with a warning) when MuJoCo cannot render here, so training goes on without pictures."""
-    from diffuser.utils.rendering import LocomotionRenderer, save_image, stack_images
-
-    try:
-        renderer = LocomotionRenderer.for_env(env_name, gym_version)
-    except Exception as error:  # no OpenGL backend: mujoco raises from its own GL loaders
-        print(f"warning: sampled plans will not be rendered ({type(error).__name__}: {error}); "
-              "set MUJOCO_GL=egl or MUJOCO_GL=osmesa for offscreen rendering")
-        return None
-
-    def sample(model: nn.Module, step: int) -> None:
-        observations = sample_plans(model, dataset, n_samples, seed + step)
-        image = stack_images([renderer.composite(o, every=max(1, len(o) // 8)) for o in observations])
-        save_image(Path(run_dir) / "media" / f"samples_{step:07d}.png", image)
-        logger.log_image("media/plan", image, step)
-
-    return sample
-
-
-def make_sample_fn(
-    dataset: SequenceDataset, logger: Logger, run_dir: Path, *, model_kind: str, env_name: str, gym_version: str,
-    n_samples: int, seed: int,
-) -> Callable[[nn.Module, int], None] | None:
-    """The trainer's every-sample_freq picture of sampled plans: Maze2D paths or locomotion MuJoCo composites;
-    None for value and BC models, which sample nothing."""
-    from diffuser.envs.locomotion import is_locomotion
-
-    if model_kind != "diffusion":
-        return None
-    if is_locomotion(env_name):
-        return locomotion_sample_fn(dataset, logger, run_dir, env_name, gym_version, n_samples, seed)
-    return maze2d_sample_fn(dataset, logger, run_dir, env_name, n_samples, seed)
+def open_train_run(config: TrainConfig, dataset: SequenceDataset, dataset_path: Path, world_size: int) -> Logger:
+    """Write the run folder's config.yaml and git info and start the run's logger (rank 0 only)."""
+    run_dir = Path(config.run_dir)
+    record = record_config(config, dataset, dataset_path)
+    record["git_commit"] = write_git_info(run_dir)
+    record["world_size"] = world_size
+    return Logger(
+        run_dir, **dataclasses.asdict(config.logger), job_type="train", config=record,
+        group=f"{config.env.name}-{config.exp_name}",
+        name=f"{config.env.name}__{config.exp_name}__s{config.seed}__{run_dir.name}",
+    )

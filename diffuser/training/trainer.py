@@ -13,11 +13,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from diffuser.datasets.sequence import SequenceDataset
+from diffuser.data.sequence import SequenceDataset
+from diffuser.runs.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
+from diffuser.runs.logger import Logger
 from diffuser.training.distributed import Distributed
 from diffuser.training.ema import EMA
-from diffuser.utils.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
-from diffuser.utils.logging import Logger
 
 
 class NonFiniteLossError(ValueError):

@@ -1,0 +1,1 @@
+"""Small helpers with no role of their own: the atomic writer, renderers, seeding."""

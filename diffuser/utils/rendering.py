@@ -11,6 +11,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
+from diffuser.utils.files import atomic_path
+
 WALL = 10  # diffuser.envs.maze2d.WALL, repeated here so rendering stays import-light
 
 
@@ -211,10 +213,8 @@ def save_image(path: str | Path, image: np.ndarray) -> Path:
     import imageio.v2 as imageio
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    imageio.imwrite(tmp, np.asarray(image, dtype=np.uint8))
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        imageio.imwrite(tmp, np.asarray(image, dtype=np.uint8))
     return path
 
 
@@ -223,8 +223,6 @@ def save_video(path: str | Path, frames: np.ndarray, fps: int = 30) -> Path:
     import imageio.v2 as imageio
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.mp4")
-    imageio.mimwrite(tmp, list(np.asarray(frames, dtype=np.uint8)), fps=fps, macro_block_size=1)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        imageio.mimwrite(tmp, list(np.asarray(frames, dtype=np.uint8)), fps=fps, macro_block_size=1)
     return path

@@ -1,9 +1,17 @@
-"""Value-guided reverse step (the original's ``n_step_guided_p_sample``).
+"""Guidance (Algorithm 1 of the paper, in the original code's order): the value guide J and the guided reverse step
+(the original's ``n_step_guided_p_sample``).
 
 Order of operations, as in the original code (not Algorithm 1 of the paper, which computes μ first and then shifts
 μ by αΣ∇J(μ)): starting from x_t, take ``n_guide_steps`` steps x ← x + scale·g with g = ∇ₓ Σ J(x, t) (times the
 posterior variance σ_t² when ``scale_grad_by_std``; zero for t < t_stopgrad), re-applying the conditions after each,
 then compute the posterior mean from the *shifted* x and add the usual noise (none at t = 0).
+
+Side by side, for one reverse step (conditions are re-applied by ``GaussianDiffusion.p_sample_loop`` after it)::
+
+    Algorithm 1 (paper)                          guided_p_sample (original code)
+    μ ← μ_θ(τ^i, i)                              repeat n_guide_steps: x ← x + scale·σ_i²·∇J(x, i) (0 for i < t_stopgrad);
+                                                 condition x
+    τ^{i−1} ~ N(μ + α Σ ∇J(μ), Σ^i)              μ ← μ_θ(x, i);  τ^{i−1} ~ N(μ, Σ^i)
 """
 
 from __future__ import annotations
@@ -11,11 +19,31 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+from torch import nn
 
 from diffuser.diffusion.conditioning import Conditions, apply_conditioning
 from diffuser.diffusion.gaussian import GaussianDiffusion
 from diffuser.diffusion.schedule import extract
-from diffuser.guides.value_guide import ValueGuide
+
+
+class ValueGuide(nn.Module):
+    """Wraps a value network ``model(x, t) → (B, 1)``: value() and gradients() of Σ_b J(x_b, t_b)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """J(x_t, t): x (B, H, D) normalized, t (B,) → (B,)."""
+        return self.model(x, t).squeeze(-1)
+
+    def gradients(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Values (B,) and ∂(Σ_b J_b)/∂x (B, H, D), computed with gradients enabled whatever the caller's mode."""
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            y = self(x, t)
+            (grad,) = torch.autograd.grad(y.sum(), x)
+        return y.detach(), grad
 
 
 def guided_p_sample(

@@ -1,7 +1,11 @@
-"""Write a D4RL-layout dataset (ours from maze2d_generate or collect, or a D4RL file) as a Minari dataset.
+"""Export a D4RL-layout dataset (ours from maze2d_generate or collect, or a D4RL file) as a Minari dataset; `info`
+shows what a stored Minari dataset is.
+
+Usage: ``python -m diffuser.tools.minari info mujoco/hopper/medium-v0``;
+``python -m diffuser.tools.minari export --dataset maze2d-umaze-v1 --id diffuser/maze2d-umaze/generated-v0``.
 
 The layout is minari 0.5's HDF5 storage (docs/d4rl_and_envs.md §3.3): ``minari.load_dataset(id)`` reads it, and so does
-:func:`diffuser.datasets.minari.load_minari`::
+:func:`diffuser.data.minari.load_minari`::
 
     <root>/<namespace>/namespace_metadata.json                      one per namespace level, {} when new
     <root>/<id>/data/metadata.json                                  totals, spaces, env spec, reference scores
@@ -17,18 +21,18 @@ with our env's id and is read back as it was written.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
 
-from diffuser.datasets.d4rl import find_dataset, load_d4rl
-from diffuser.datasets.minari import MAIN_FILE, parse_minari_name
+from diffuser.data.d4rl import find_dataset, load_d4rl
+from diffuser.data.minari import MAIN_FILE, describe_minari, parse_minari_name
+from diffuser.utils.files import atomic_path
 
 MINARI_FORMAT_VERSION = "0.5.0"  # the on-disk format written; minari 0.5.x loads it (checked with 0.5.4)
 STANDARD_KEYS = ("observations", "next_observations", "actions", "rewards", "terminals", "timeouts")
@@ -89,7 +93,7 @@ def _metadata(data: dict, dataset_id: str, source: Path, attrs: dict, n_episodes
         "dataset_id": dataset_id,
         "algorithm_name": str(attrs.get("generator") or attrs.get("policy_kind") or "unknown"),
         "minari_version": MINARI_FORMAT_VERSION,
-        "description": f"Exported by diffuser.datasets.minari_export from {source.name} "
+        "description": f"Exported by diffuser.tools.minari from {source.name} "
                        f"({', '.join(f'{k}={v}' for k, v in attrs.items()) or 'no provenance attrs'}).",
     }
     if env_id is not None and env_id in gymnasium.registry:
@@ -152,21 +156,12 @@ def export_minari(source: str | os.PathLike, dataset_id: str, *, root: str | os.
     if final.exists() and not overwrite:
         raise FileExistsError(f"{final} already exists; pass --overwrite to replace it, or choose another --id")
     bounds = episode_bounds(data["terminals"], data.get("timeouts", np.zeros(len(data["terminals"]), bool)))
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-    try:
+    with atomic_path(final, folder=True) as tmp:
         (tmp / "data").mkdir()
         _write_episodes(tmp / "data" / MAIN_FILE, data, bounds)
         meta = _metadata(data, dataset_id, path, attrs, len(bounds))
         meta["dataset_size"] = round((tmp / "data" / MAIN_FILE).stat().st_size / 2**20, 1)
         (tmp / "data" / "metadata.json").write_text(json.dumps(meta))
-        os.chmod(tmp, 0o755)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     parts = dataset_id.split("/")[:-1]
     for depth in range(1, len(parts) + 1):  # minari lists namespaces by these files
         marker = root.joinpath(*parts[:depth], "namespace_metadata.json")
@@ -174,3 +169,31 @@ def export_minari(source: str | os.PathLike, dataset_id: str, *, root: str | os.
             marker.write_text("{}")
     print(f"minari export: {path} -> {final} ({len(bounds)} episodes, {len(data['observations'])} steps)")
     return final
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line: ``info <id>`` and ``export --dataset <name or path> --id <namespace/env/name-vN>``."""
+    parser = argparse.ArgumentParser(prog="python -m diffuser.tools.minari", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    info_cmd = commands.add_parser("info", help="where a Minari dataset is, what it holds, how it is scored")
+    info_cmd.add_argument("id", help="dataset id, e.g. D4RL/pointmaze/umaze-v2")
+    export = commands.add_parser("export", help="write a D4RL-layout dataset as a Minari dataset")
+    export.add_argument("--dataset", required=True, help="dataset name (e.g. maze2d-umaze-v1) or HDF5 path")
+    export.add_argument("--id", required=True, help="Minari id to write, e.g. diffuser/maze2d-umaze/generated-v0")
+    export.add_argument("--root", type=Path, default=None, help="store root (default: $MINARI_DATASETS_PATH, "
+                                                                 "else ~/.minari/datasets)")
+    export.add_argument("--overwrite", action="store_true", help="replace an existing dataset of that id")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "info":
+            info = describe_minari(parse_minari_name(args.id))
+            print(json.dumps({**info.record(), "path": str(info.path)}, indent=2))
+            print(info.label())
+        else:
+            export_minari(args.dataset, args.id, root=args.root, overwrite=args.overwrite)
+    except (FileNotFoundError, FileExistsError, KeyError, ValueError) as e:
+        parser.exit(2, f"minari: error: {e.args[0] if isinstance(e, KeyError) and e.args else e}\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -8,12 +8,13 @@ flat dict keyed by their HDF5 path, with (N, 1) columns squeezed and float64 cas
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Iterable, Mapping
 
 import h5py
 import numpy as np
+
+from diffuser.utils.files import atomic_path
 
 REQUIRED_KEYS = ("observations", "actions", "rewards", "terminals")
 NUMERIC_KINDS = "biuf"  # numpy dtype kinds the training arrays may have: bool, int, uint, float
@@ -124,12 +125,6 @@ def load_d4rl(path: str | os.PathLike, required: Iterable[str] = REQUIRED_KEYS) 
     return data
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def write_d4rl(
     path: str | os.PathLike,
     arrays: Mapping[str, np.ndarray],
@@ -143,10 +138,7 @@ def write_d4rl(
     fletcher32 checksum, so a reader notices damaged data instead of returning altered values.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
             for key, value in arrays.items():
                 value = np.asarray(value)
@@ -156,9 +148,4 @@ def write_d4rl(
                 f.create_dataset(key, data=value, **opts)
             for key, value in (attrs or {}).items():
                 f.attrs[key] = value
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path

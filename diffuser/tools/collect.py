@@ -6,7 +6,7 @@ from the stochastic policy, episodes last at most 1000 steps (``timeouts`` marks
 at which they started (env index breaks ties), which does not favour short episodes, and the dataset is cut before
 the first episode that would overflow ``n_steps``, as D4RL cut its files (hopper-medium-v2 holds 999,906 steps).
 
-Usage: ``python -m diffuser.datasets.collect --dataset hopper-medium-v2 [--size N] [--seed S] [--output FILE]``.
+Usage: ``python -m diffuser.tools.collect --dataset hopper-medium-v2 [--size N] [--seed S] [--output FILE]``.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from diffuser.datasets.d4rl import default_dataset_dir, file_names, write_d4rl
-from diffuser.datasets.policies import Policy, check_policy_fits, load_policy
+from diffuser.data.d4rl import default_dataset_dir, file_names, write_d4rl
+from diffuser.tools.policies import Policy, check_policy_fits, load_policy
 from diffuser.envs.locomotion import (
     GYM_NAMES,
     locomotion_normalized_score,
@@ -273,7 +273,7 @@ def write_rollouts(
         "n_steps": int(n_steps),
         "n_envs": int(n_envs),
         "n_episodes": int(sum(len(r.episode_returns) for r in results)),
-        "generator": "diffuser.datasets.collect",
+        "generator": "diffuser.tools.collect",
     }
     path = write_d4rl(path, arrays, attrs)
     if verbose:
@@ -309,7 +309,7 @@ def collect_dataset(
 
 
 def main(argv: list[str] | None = None) -> Path:
-    """Command line: ``python -m diffuser.datasets.collect --dataset hopper-medium-v2``."""
+    """Command line: ``python -m diffuser.tools.collect --dataset hopper-medium-v2``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", required=True, help="D4RL locomotion name, e.g. hopper-medium-v2")
     parser.add_argument("--size", type=int, default=None, help="steps to keep (default 1M; 2M for medium-expert)")

@@ -76,7 +76,7 @@ class Logger:
         lines = self.metrics_path.read_text().splitlines(keepends=True)
         kept = [line for line in lines if _row_step(line) <= step]
         if len(kept) != len(lines):
-            from diffuser.utils.checkpoint import atomic_write_text
+            from diffuser.utils.files import atomic_write_text
 
             atomic_write_text(self.metrics_path, "".join(kept))
 

@@ -1,4 +1,4 @@
-"""Mean ± standard error over many evaluations: `python -m diffuser.planning.aggregate runs/<env>/<exp>/*/plans/*`.
+"""Mean ± standard error over many evaluations: `python -m diffuser.tools.aggregate runs/<env>/<exp>/*/plans/*`.
 
 Reads every results.json that plan.py wrote (give plan folders, the files, or any folder to search), groups the
 evaluations by the plan settings that differ between them (e.g. guide.scale; plan seeds and run folders never split a
@@ -165,7 +165,7 @@ def format_table(summaries: list[GroupSummary]) -> str:
 
 
 def main(argv: list[str] | None = None) -> list[GroupSummary]:
-    """Command line: ``python -m diffuser.planning.aggregate runs/maze2d-umaze-v1/cpu/*/plans/*``."""
+    """Command line: ``python -m diffuser.tools.aggregate runs/maze2d-umaze-v1/cpu/*/plans/*``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("paths", nargs="+", help="plan folders, results.json files, or folders to search")
     parser.add_argument("--by", nargs="*", default=None,
@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> list[GroupSummary]:
         for warning in shared_episodes(evals):
             print(warning)
     if args.json is not None:
-        from diffuser.utils.checkpoint import atomic_write_text
+        from diffuser.utils.files import atomic_write_text
 
         rows = [{k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in asdict(s).items()}
                 for s in summaries]

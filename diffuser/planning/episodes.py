@@ -1,4 +1,4 @@
-"""Episode runners: Maze2D (plan once, track) and locomotion (replan every step), N episodes per planning call."""
+"""Episode loops: Maze2D (plan once, track) and locomotion (replan every step), N episodes per planning call."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from diffuser.planning.maze2d import Maze2dPlanner, Plan, track_waypoint
+from diffuser.planning.maze2d import Maze2dPlanner, track_waypoint
+from diffuser.planning.plan import Plan, Planner
 
 
 def episode_summary(returns: np.ndarray, normalized_scores: np.ndarray, lengths: np.ndarray) -> dict[str, float]:
@@ -38,6 +39,7 @@ class EpisodeResults:
     trajectories: list[np.ndarray] = field(default_factory=list)  # executed (T, 4) observations per episode
     plans: list[list[np.ndarray]] = field(default_factory=list)  # every plan of each episode, (length, 4) each
     n_replans: np.ndarray | None = None  # (N,) plans made after the first
+    seconds: float = 0.0  # wall time of the episodes (set by the caller that timed them)
 
     def summary(self) -> dict[str, float]:
         """Mean ± standard error of scores and returns (see episode_summary), and replans per episode."""
@@ -156,7 +158,7 @@ class LocomotionResults:
 
 def run_locomotion_episodes(
     envs: list,
-    policy,
+    policy: Planner,
     normalized_score,
     *,
     seed: int,
@@ -166,7 +168,7 @@ def run_locomotion_episodes(
     """Replan every step for every running episode (one policy call per step), act, repeat.
 
     envs: gymnasium envs, stepped unwrapped (no TimeLimit): episodes end on termination or after
-    max_episode_steps. policy(observations (M, obs_dim), generator, env_ids=(M,)) → PlanStep, with a ``device``
+    max_episode_steps. policy.plan(observations (M, obs_dim), generator=, env_ids=(M,)) → Plan, with a ``device``
     for the generator and ``reset()`` called before the episodes start. normalized_score(R) → fraction.
     """
     n = len(envs)
@@ -183,14 +185,14 @@ def run_locomotion_episodes(
         if len(active) == 0:
             break
         tick = time.perf_counter()
-        step = policy(observations[active], generator, env_ids=active)
+        step = policy.plan(observations[active], generator=generator, env_ids=active)
         planning_seconds += time.perf_counter() - tick
         if steps == 0:
-            first_plans = step.plan_observations
+            first_plans = step.observations
         steps += 1
         values.append(float(np.mean(step.values)))
         for k, i in enumerate(active):
-            obs, reward, terminated, _, _ = envs[i].unwrapped.step(step.actions[k])
+            obs, reward, terminated, _, _ = envs[i].unwrapped.step(step.first_actions[k])
             observations[i] = obs
             returns[i] += float(reward)
             lengths[i] += 1

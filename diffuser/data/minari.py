@@ -4,7 +4,7 @@ The store is ``$MINARI_DATASETS_PATH`` (searched first, when set), then ``~/.min
 ``<namespace>/<env>/<name>-vN``: ``<root>/<id>/data/{main_data.hdf5,metadata.json}`` (docs/d4rl_and_envs.md §3.3); each
 ``episode_<i>`` group holds T steps: ``observations`` has T + 1 rows (a Dict space is a sub-group per key),
 ``actions``, ``rewards``, ``terminations``, ``truncations`` have T, ``infos/<key>`` T or T + 1. Episodes are joined
-in id order into the flat arrays :func:`diffuser.datasets.d4rl.load_d4rl` returns::
+in id order into the flat arrays :func:`diffuser.data.d4rl.load_d4rl` returns::
 
     observations = obs[:-1]   next_observations = obs[1:]   terminals = terminations   infos/<key> = first T rows
     timeouts = truncations, plus the last step of every episode that did not terminate (a Minari episode is one)
@@ -17,14 +17,13 @@ first of all, is **not D4RL**: runs trained on it are evaluated in the env it wa
 the dataset's own reference scores (``MinariInfo.record()``, saved in the run's config.yaml). Our own maze2d data
 exported to Minari (env spec ``maze2d-*``) is read as it was written and scored like our maze2d data.
 
-Usage: ``python -m diffuser.datasets.minari info mujoco/hopper/medium-v0`` (what it is, where it was found);
-``python -m diffuser.datasets.minari export --dataset maze2d-umaze-v1 --id diffuser/maze2d-umaze/generated-v0``
-writes one of our D4RL-layout datasets as a Minari dataset (diffuser/datasets/minari_export.py).
+Usage: ``python -m diffuser.tools.minari info mujoco/hopper/medium-v0`` (what it is, where it was found);
+``python -m diffuser.tools.minari export --dataset maze2d-umaze-v1 --id diffuser/maze2d-umaze/generated-v0``
+writes one of our D4RL-layout datasets as a Minari dataset (diffuser/tools/minari.py).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -35,7 +34,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from diffuser.datasets.d4rl import DatasetNotFoundError
+from diffuser.data.d4rl import DatasetNotFoundError
 
 PREFIX = "minari:"  # env.dataset=minari:<id>
 _ID = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*-v\d+$")
@@ -166,7 +165,7 @@ def describe_minari(dataset_id: str) -> MinariInfo:
         if not pointmaze or not {"observation", "desired_goal"} <= set(keys):
             raise ValueError(f"{data_dir / 'metadata.json'}: Dict observations (keys {keys}) are only understood "
                              "for PointMaze datasets (observation, desired_goal); flatten them to a Box first")
-        from diffuser.datasets.pointmaze import pointmaze_maze
+        from diffuser.data.pointmaze import pointmaze_maze
 
         maze = pointmaze_maze(dataset_id, env_spec, data_dir / "metadata.json")
         reward_type = (env_spec.get("kwargs") or {}).get("reward_type") or (
@@ -259,7 +258,7 @@ def load_minari(dataset_id: str) -> dict[str, np.ndarray]:
         if key not in partial:
             data[key] = np.concatenate([ep[key] for ep in episodes])
     if info.is_pointmaze:
-        from diffuser.datasets.pointmaze import pointmaze_to_maze2d
+        from diffuser.data.pointmaze import pointmaze_to_maze2d
 
         goals = [ep["goal"] for ep in episodes]
         data = pointmaze_to_maze2d(data, obs, goals, maze=info.maze, reward_type=info.reward_type)
@@ -284,7 +283,7 @@ def _finish(data: dict[str, np.ndarray], path: Path) -> dict[str, np.ndarray]:
 
 def check_env(info: MinariInfo, env_name: str) -> None:
     """Refuse a dataset whose env is not the one ``env_name`` trains and evaluates in, saying what to pass."""
-    from diffuser.datasets.pointmaze import POINTMAZE_LAYOUTS, maze2d_name, maze_walls
+    from diffuser.data.pointmaze import POINTMAZE_LAYOUTS, maze2d_name, maze_walls
     from diffuser.envs.locomotion import (
         GYM_NAMES,
         GYM_VERSIONS,
@@ -327,33 +326,3 @@ def load_for_env(name: str, env_name: str) -> tuple[dict[str, np.ndarray], Minar
     check_env(info, env_name)
     print(info.label())
     return load_minari(info.id), info
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Command line: ``info <id>`` and ``export --dataset <name or path> --id <namespace/env/name-vN>``."""
-    parser = argparse.ArgumentParser(prog="python -m diffuser.datasets.minari", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    info_cmd = commands.add_parser("info", help="where a Minari dataset is, what it holds, how it is scored")
-    info_cmd.add_argument("id", help="dataset id, e.g. D4RL/pointmaze/umaze-v2")
-    export = commands.add_parser("export", help="write a D4RL-layout dataset as a Minari dataset")
-    export.add_argument("--dataset", required=True, help="dataset name (e.g. maze2d-umaze-v1) or HDF5 path")
-    export.add_argument("--id", required=True, help="Minari id to write, e.g. diffuser/maze2d-umaze/generated-v0")
-    export.add_argument("--root", type=Path, default=None, help="store root (default: $MINARI_DATASETS_PATH, "
-                                                                 "else ~/.minari/datasets)")
-    export.add_argument("--overwrite", action="store_true", help="replace an existing dataset of that id")
-    args = parser.parse_args(argv)
-    try:
-        if args.command == "info":
-            info = describe_minari(parse_minari_name(args.id))
-            print(json.dumps({**info.record(), "path": str(info.path)}, indent=2))
-            print(info.label())
-        else:
-            from diffuser.datasets.minari_export import export_minari
-
-            export_minari(args.dataset, args.id, root=args.root, overwrite=args.overwrite)
-    except (FileNotFoundError, FileExistsError, KeyError, ValueError) as e:
-        parser.exit(2, f"minari: error: {e.args[0] if isinstance(e, KeyError) and e.args else e}\n")
-
-
-if __name__ == "__main__":
-    main()

@@ -6,7 +6,7 @@ is not updated on a goal switch, so the row after a switch repeats the previous 
 ``infos/qvel`` hold the true state. ``timeouts`` marks the goal switches (as the released v1 files do), ``terminals``
 is all False, and rewards are relabelled with the env's fixed goal and the row's own observation.
 
-Usage: ``python -m diffuser.datasets.maze2d_generate --env maze2d-umaze-v1 --num-samples 1000000 --seed 0``
+Usage: ``python -m diffuser.tools.maze2d_generate --env maze2d-umaze-v1 --num-samples 1000000 --seed 0``
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ from pathlib import Path
 import mujoco
 import numpy as np
 
-from diffuser.datasets.d4rl import default_dataset_dir, file_names, write_d4rl
-from diffuser.envs.maze2d import GOAL_RADIUS, MAZE2D_SPECS, VELOCITY_LIMIT, Maze2dEnv
+from diffuser.data.d4rl import default_dataset_dir, file_names, write_d4rl
+from diffuser.data.preprocess import relabel_rewards
+from diffuser.envs.maze2d import MAZE2D_SPECS, Maze2dEnv, VELOCITY_LIMIT
 from diffuser.envs.waypoint_controller import WaypointController
 
 ACTION_NOISE = 0.5  # std of the Gaussian added to the controller's action when noisy
@@ -109,14 +110,6 @@ def rollout(
     }
 
 
-def relabel_rewards(observations: np.ndarray, goal: np.ndarray, reward_type: str) -> np.ndarray:
-    """Rewards of each row's own observation w.r.t. the fixed goal: sparse ≤ 0.5 → 1, dense exp(−distance)."""
-    dist = np.linalg.norm(observations[:, :2].astype(np.float64) - np.asarray(goal, dtype=np.float64), axis=1)
-    if reward_type == "sparse":
-        return (dist <= GOAL_RADIUS).astype(np.float32)
-    return np.exp(-dist).astype(np.float32)
-
-
 def generate_maze2d(
     env_name: str,
     num_samples: int,
@@ -157,7 +150,7 @@ def generate_maze2d(
         "seed": int(seed),
         "num_samples": int(num_samples),
         "noisy": bool(noisy),
-        "generator": "diffuser.datasets.maze2d_generate",
+        "generator": "diffuser.tools.maze2d_generate",
     }
     write_d4rl(path, arrays, attrs)
     seconds = time.perf_counter() - start
@@ -169,7 +162,7 @@ def generate_maze2d(
 
 
 def main(argv: list[str] | None = None) -> Path:
-    """Command line: ``python -m diffuser.datasets.maze2d_generate --env maze2d-umaze-v1``."""
+    """Command line: ``python -m diffuser.tools.maze2d_generate --env maze2d-umaze-v1``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env", default="maze2d-umaze-v1", choices=sorted(MAZE2D_SPECS), help="D4RL maze2d id")
     parser.add_argument("--num-samples", type=int, default=1_000_000, help="number of steps to record")

@@ -10,11 +10,8 @@ runs/<env>/<exp_name>/<time>_s<seed>/
 from __future__ import annotations
 
 import hashlib
-import os
 import pickle
 import shutil
-import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,27 +22,11 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 import diffuser
-from diffuser.config import DiffusionConfig, ModelConfig
+from diffuser.utils.files import atomic_path, atomic_write_text
 
 
 class CheckpointError(ValueError):
     """A checkpoint file that cannot be trusted: unreadable, altered since it was saved, or holding NaN/inf."""
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write text to a temp file beside ``path`` and rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600 files; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_config(run_dir: Path, config: dict[str, Any]) -> None:
@@ -93,15 +74,11 @@ def save_checkpoint(
     name = f"step_{step:07d}"
     state = {k: v.detach().contiguous().cpu() for k, v in ema_model.state_dict().items()}
     check_finite(state, f"EMA weights at step {step}", "not saved; the previous checkpoint stays the latest")
-    ckpt_root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=ckpt_root))
-    metadata = {"step": str(step), "version": diffuser.__version__, "sha256": weights_digest(state, step)}
-    save_file(state, tmp / "model.safetensors", metadata=metadata)
-    torch.save(trainer_state, tmp / "trainer_state.pt")
     final = ckpt_root / name
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    metadata = {"step": str(step), "version": diffuser.__version__, "sha256": weights_digest(state, step)}
+    with atomic_path(final, folder=True) as tmp:
+        save_file(state, tmp / "model.safetensors", metadata=metadata)
+        torch.save(trainer_state, tmp / "trainer_state.pt")
     atomic_write_text(ckpt_root / "latest.txt", name + "\n")
     if keep > 0:
         for old in sorted(p for p in ckpt_root.glob("step_*") if p.is_dir())[:-keep]:
@@ -173,93 +150,3 @@ def load_weights(module: nn.Module, path: Path) -> int:
                          f"unexpected {sorted(unexpected)[:5]}")
     module.load_state_dict(state, strict=True)
     return step
-
-
-@dataclass
-class Run:
-    """A loaded run: its config, the model with EMA weights (eval mode), the step and the checkpoint folder."""
-
-    path: Path
-    config: dict[str, Any]
-    model: nn.Module
-    step: int
-    checkpoint: Path
-
-
-def load_run(run_dir: str | Path, device: str | torch.device = "cpu", checkpoint: str | None = None) -> Run:
-    """Rebuild a model from run_dir/config.yaml and load its (latest or named) model.safetensors."""
-    from diffuser.build import build_model
-    from diffuser.datasets.normalization import make_normalizer
-
-    run_dir = Path(run_dir)
-    config = read_config(run_dir)
-    ckpt = run_dir / "checkpoints" / checkpoint if checkpoint else latest_checkpoint(run_dir)
-    if ckpt is None or not (ckpt / "model.safetensors").is_file():
-        raise FileNotFoundError(f"no checkpoint in {run_dir / 'checkpoints'}: train longer than save_freq steps")
-    dims = config["dims"]
-    model = build_model(
-        config["model"]["kind"],
-        make_normalizer(config["env"]["normalizer"], dims["transition_dim"]),
-        horizon=config["horizon"],
-        observation_dim=dims["observation_dim"],
-        action_dim=dims["action_dim"],
-        model=ModelConfig(**config["model"]),
-        diffusion=DiffusionConfig(**config["diffusion"]),
-    )
-    step = load_weights(model, ckpt / "model.safetensors")
-    return Run(run_dir, config, model.to(device).eval(), step, ckpt)
-
-
-def find_latest_run(runs_root: str | Path, env_name: str, exp_name: str, argument: str = "diffusion_run") -> Path:
-    """Newest run folder (by name, i.e. time) under runs_root/env_name/exp_name that has a checkpoint."""
-    root = Path(runs_root) / env_name / exp_name
-    runs = sorted(p for p in root.glob("*") if latest_checkpoint(p) is not None) if root.is_dir() else []
-    if not runs:
-        raise FileNotFoundError(
-            f"no trained run found in {root}. Train one first with `python train.py` "
-            f"(env={env_name}, exp_name={exp_name}), or pass {argument}=/path/to/run"
-        )
-    return runs[-1]
-
-
-def check_env_dims(env, dims: dict[str, int], run_path: str | Path) -> None:
-    """Refuse a run whose observation/action dims differ from the env's, naming both."""
-    env_dims = {"observation_dim": env.observation_space.shape[0], "action_dim": env.action_space.shape[0]}
-    for key, value in env_dims.items():
-        if dims[key] != value:
-            raise ValueError(
-                f"run {run_path} was trained with {key}={dims[key]} but env '{env.spec.id}' has {key}={value}; "
-                "evaluate it on the env it was trained for"
-            )
-
-
-def check_compatible(diffusion: Run, value: Run, discount: float) -> None:
-    """Refuse a diffusion/value pair that was not trained on the same data and settings, naming both sides.
-
-    Compares horizon, diffusion steps, dims, normalizer kind and statistics, and the value run's discount with the
-    planning config's, so the original's 0.99/0.997 mismatch cannot happen silently.
-    """
-    a, b = diffusion.config, value.config
-    if b["model"]["kind"] != "value":
-        raise ValueError(f"value_run {value.path} holds a '{b['model']['kind']}' model, not a value model")
-    pairs = {
-        "horizon": (a["horizon"], b["horizon"]),
-        "diffusion.n_diffusion_steps": (a["diffusion"]["n_diffusion_steps"], b["diffusion"]["n_diffusion_steps"]),
-        "dims": (a["dims"], b["dims"]),
-        "env.normalizer": (a["env"]["normalizer"], b["env"]["normalizer"]),
-    }
-    for key, (x, y) in pairs.items():
-        if x != y:
-            raise ValueError(f"diffusion run {diffusion.path} has {key}={x} but value run {value.path} has {key}={y}")
-    if b["env"]["discount"] != discount:
-        raise ValueError(
-            f"value run {value.path} was trained with discount {b['env']['discount']} but planning uses "
-            f"env.discount={discount}; retrain the value model or pass env.discount={b['env']['discount']}"
-        )
-    other = value.model.normalizer.state_dict()
-    for name, stat in diffusion.model.normalizer.state_dict().items():
-        if not torch.allclose(stat, other[name].to(stat.device), rtol=1e-5, atol=1e-6):
-            raise ValueError(
-                f"normalizer statistics '{name}' differ between diffusion run {diffusion.path} and value run "
-                f"{value.path}: they were fitted on different data"
-            )

@@ -13,25 +13,8 @@ from typing import Mapping
 import numpy as np
 import torch
 
-from diffuser.datasets.normalization import Normalizer, make_normalizer
-
-
-@dataclass
-class Batch:
-    """A training batch. trajectories: (B, H, D) normalized, actions first; conditions: {k: (B, observation_dim)};
-    values: (B,) value targets (ValueDataset only)."""
-
-    trajectories: torch.Tensor
-    conditions: dict[int, torch.Tensor]
-    values: torch.Tensor | None = None
-
-    def to(self, device: torch.device | str) -> "Batch":
-        """Move every tensor to ``device``."""
-        return Batch(
-            self.trajectories.to(device),
-            {k: v.to(device) for k, v in self.conditions.items()},
-            None if self.values is None else self.values.to(device),
-        )
+from diffuser.diffusion.conditioning import Batch
+from diffuser.diffusion.normalization import Normalizer, make_normalizer
 
 
 @dataclass
@@ -95,7 +78,6 @@ class SequenceDataset(torch.utils.data.Dataset):
         max_path_length: int = 1000,
         use_padding: bool = True,
         termination_penalty: float = 0.0,
-        max_episode_steps: int | None = None,
         drop_last_transition: bool = False,
         discount: float = 0.997,
         stride: int = 1,
@@ -122,7 +104,7 @@ class SequenceDataset(torch.utils.data.Dataset):
         self.action_dim = actions.shape[1]
         self.transition_dim = self.observation_dim + self.action_dim
 
-        episodes = split_episodes(data, max_episode_steps)
+        episodes = split_episodes(data)
         ends = episodes.ends - 1 if drop_last_transition else episodes.ends
         keep = ends > episodes.starts
         starts, ends, terminal = episodes.starts[keep], ends[keep], episodes.terminal[keep]
@@ -221,5 +203,3 @@ class ValueDataset(SequenceDataset):
         batch.values = torch.from_numpy(self.values()[self.indices[np.asarray(idx)]])
         return batch
 
-
-DATASETS = {"sequence": SequenceDataset, "goal": GoalDataset, "value": ValueDataset}

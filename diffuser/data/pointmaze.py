@@ -111,7 +111,7 @@ def pointmaze_to_maze2d(
     sparse ≤ 0.5 or dense exp(−d); the dataset's own go to ``infos/minari_rewards``); ``resets`` is True on an
     episode's last row when the next episode does not start where it ended (an env reset, not a goal reach).
     """
-    from diffuser.datasets.maze2d_generate import relabel_rewards
+    from diffuser.data.preprocess import relabel_rewards
 
     grid = parse_maze(POINTMAZE_LAYOUTS[maze])
     n_rows, n_cols = grid.shape

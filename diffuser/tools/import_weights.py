@@ -1,7 +1,7 @@
 """Import weights of the original Diffuser code or of diffusers' UNet1DModel into a run folder of ours.
 
-  python -m diffuser.utils.import_weights original --checkpoint state_800000.pt --env hopper-medium-v2
-  python -m diffuser.utils.import_weights diffusers --folder hopper-medium-v2/unet --env hopper-medium-v2
+  python -m diffuser.tools.import_weights original --checkpoint state_800000.pt --env hopper-medium-v2
+  python -m diffuser.tools.import_weights diffusers --folder hopper-medium-v2/unet --env hopper-medium-v2
 
 The run's config.yaml is the paper preset for the env (``experiment=locomotion``, ``locomotion_value``,
 ``halfcheetah``, ``maze2d_umaze`` …, plus any ``key=value`` overrides given after the options); the architecture the
@@ -17,10 +17,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import pickle
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -47,7 +44,8 @@ from diffuser.models.key_maps import (
     original_wrapper_settings,
     split_original_state,
 )
-from diffuser.utils.checkpoint import read_config, save_checkpoint, write_config
+from diffuser.runs.checkpoint import read_config, save_checkpoint, write_config
+from diffuser.utils.files import atomic_path
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 NORMALIZATIONS = ("per-dimension", "diffusers-scalar")
@@ -248,19 +246,10 @@ def write_run(out: Path, record: dict[str, Any], model: torch.nn.Module, step: i
     out = Path(out)
     if out.exists():
         raise ValueError(f"{out} already exists; imports never overwrite a folder: pass another --out")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_path(out, folder=True, replace=False) as tmp:
         write_config(tmp, record)
         ckpt = save_checkpoint(tmp, step, model, {"step": step}, keep=0)
         (ckpt / "trainer_state.pt").unlink()  # no optimizer or data state to resume from
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o777 & ~mask)  # mkdtemp makes 0700 folders; give the usual permissions
-        os.rename(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
@@ -278,7 +267,8 @@ def import_weights(
     overrides: Sequence[str] = (),
 ) -> Path:
     """Convert one checkpoint (``source`` "original" or "diffusers") into a run folder; returns its path."""
-    from diffuser.build import build_dataset, build_model, load_env_data
+    from diffuser.runs.build import build_model
+    from diffuser.tasks import build_dataset, load_env_data
 
     if normalization not in NORMALIZATIONS:
         raise ValueError(f"--normalization {normalization!r}: valid {list(NORMALIZATIONS)}")
@@ -347,10 +337,10 @@ def plan_hint(env: str, out: Path, kind: str, exp_name: str | None, runs_root: P
 
 
 def main(argv: list[str] | None = None) -> Path:
-    """Command line: ``python -m diffuser.utils.import_weights {original,diffusers} ... --env NAME [key=value ...]``."""
-    from diffuser.utils.cli import user_errors
+    """Command line: ``python -m diffuser.tools.import_weights {original,diffusers} ... --env NAME [key=value ...]``."""
+    from diffuser.launch import user_errors
 
-    parser = argparse.ArgumentParser(prog="python -m diffuser.utils.import_weights",
+    parser = argparse.ArgumentParser(prog="python -m diffuser.tools.import_weights",
                                      description=__doc__.splitlines()[0])
     sources = parser.add_subparsers(dest="source", required=True)
     original = sources.add_parser("original", help="a state_*.pt of jannerm/diffuser")

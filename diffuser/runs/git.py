@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from diffuser.utils.checkpoint import atomic_write_text
+from diffuser.utils.files import atomic_write_text
 
 
 def _git(args: list[str], cwd: Path) -> str:

@@ -1,0 +1,51 @@
+"""Config fields → model: the one constructor, used by train.py for a new run and by load_run for a saved one."""
+
+from __future__ import annotations
+
+from diffuser.baselines.bc import MLPPolicy
+from diffuser.config import DiffusionConfig, ModelConfig
+from diffuser.diffusion.gaussian import GaussianDiffusion, ValueDiffusion
+from diffuser.diffusion.normalization import Normalizer
+from diffuser.models import TemporalUnet, ValueFunction
+
+MODEL_KINDS = ("diffusion", "value", "bc")
+
+
+def build_model(
+    kind: str,
+    normalizer: Normalizer,
+    *,
+    horizon: int,
+    observation_dim: int,
+    action_dim: int,
+    model: ModelConfig,
+    diffusion: DiffusionConfig,
+) -> GaussianDiffusion | MLPPolicy:
+    """GaussianDiffusion over a TemporalUnet, ValueDiffusion over a ValueFunction, or the BC MLPPolicy."""
+    if kind not in MODEL_KINDS:
+        raise ValueError(f"unknown model kind '{kind}'; valid: {list(MODEL_KINDS)}")
+    if kind == "bc":
+        return MLPPolicy(normalizer, observation_dim=observation_dim, action_dim=action_dim, hidden_dim=model.dim)
+    transition_dim = observation_dim + action_dim
+    net_cls = ValueFunction if kind == "value" else TemporalUnet
+    net = net_cls(
+        horizon=horizon,
+        transition_dim=transition_dim,
+        dim=model.dim,
+        dim_mults=tuple(model.dim_mults),
+        attention=model.attention,
+    )
+    wrapper = ValueDiffusion if kind == "value" else GaussianDiffusion
+    return wrapper(
+        net,
+        normalizer,
+        horizon=horizon,
+        observation_dim=observation_dim,
+        action_dim=action_dim,
+        n_diffusion_steps=diffusion.n_diffusion_steps,
+        beta_schedule=diffusion.beta_schedule,
+        predict_epsilon=diffusion.predict_epsilon,
+        clip_denoised=diffusion.clip_denoised,
+        action_weight=diffusion.action_weight,
+        loss_discount=diffusion.loss_discount,
+    )

@@ -1,0 +1,106 @@
+"""Locomotion (Hopper, Walker2d, HalfCheetah under D4RL names): receding-horizon control with value guidance, or
+a BC run through the same loop.
+
+Data are collected beforehand (``python -m diffuser.tools.collect``) or brought as D4RL-layout files; evaluation
+replans every env step for all episodes in one call and executes each episode's best plan's first action.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+import gymnasium
+import torch
+
+from diffuser.config import PlanConfig
+from diffuser.data.sequence import SequenceDataset
+from diffuser.diffusion.guidance import ValueGuide
+from diffuser.planning.bc import BCPlanner
+from diffuser.planning.episodes import LocomotionResults, run_locomotion_episodes
+from diffuser.planning.guided import GuidedPlanner
+from diffuser.planning.plan import Planner
+from diffuser.planning.report import write_locomotion_report
+from diffuser.runs.load import Run, check_compatible, find_latest_run, load_run
+from diffuser.runs.logger import Logger
+from diffuser.tasks.base import Evaluation, SampleFn, Task, sample_plans
+
+
+class LocomotionTask(Task):
+    """hopper / walker2d / halfcheetah - <level> - v2 (D4RL names), in gymnasium's MuJoCo envs."""
+
+    def how_to_make_dataset(self) -> str:
+        return (f"python -m diffuser.tools.collect --dataset {self.name}, or bring a D4RL-layout HDF5 file "
+                "and pass env.dataset=/path/to/file.hdf5")
+
+    def sample_fn(
+        self, dataset: SequenceDataset, logger: Logger, run_dir: Path, *, gym_version: str, n_samples: int, seed: int
+    ) -> SampleFn | None:
+        """Every call samples plans from the first states of random windows and logs their MuJoCo composites, one row
+        per plan. None (with a warning) when MuJoCo cannot render here, so training goes on without pictures."""
+        from diffuser.utils.rendering import LocomotionRenderer, save_image, stack_images
+
+        try:
+            renderer = LocomotionRenderer.for_env(self.name, gym_version)
+        except Exception as error:  # no OpenGL backend: mujoco raises from its own GL loaders
+            print(f"warning: sampled plans will not be rendered ({type(error).__name__}: {error}); "
+                  "set MUJOCO_GL=egl or MUJOCO_GL=osmesa for offscreen rendering")
+            return None
+
+        def sample(model, step: int) -> None:
+            observations = sample_plans(model, dataset, n_samples, seed + step)
+            image = stack_images([renderer.composite(o, every=max(1, len(o) // 8)) for o in observations])
+            save_image(Path(run_dir) / "media" / f"samples_{step:07d}.png", image)
+            logger.log_image("media/plan", image, step)
+
+        return sample
+
+    def load_runs(self, config: PlanConfig, device: torch.device) -> tuple[Run, Run | None]:
+        """The diffusion (or BC) run and, for a diffusion run with guide=value, its value run: value_run, else the
+        newest value run trained beside the default diffusion run (exp_name + "_value")."""
+        run, _ = super().load_runs(config, device)
+        if run.config["model"]["kind"] != "diffusion" or config.guide.kind != "value":
+            return run, None
+        value_path = config.value_run or find_latest_run(
+            config.runs_root, self.name, f"{config.exp_name}_value", argument="value_run"
+        )
+        value = load_run(value_path, device)
+        check_compatible(run, value, config.env.discount)
+        print(f"value run: {value_path}")
+        print(f"guide: scale {config.guide.scale}, t_stopgrad {config.guide.t_stopgrad}")
+        return run, value
+
+    def make_envs(self, config: PlanConfig, gym_version: str) -> list[gymnasium.Env]:
+        """One env per episode; the first renders (rgb_array) when the planner records a video."""
+        from diffuser.envs.locomotion import make_locomotion_env
+
+        return [make_locomotion_env(self.name, gym_version, **({"render_mode": "rgb_array"} if i == 0 and
+                                                                 config.planner.video else {}))
+                for i in range(config.planner.n_episodes)]
+
+    def build_planner(self, run: Run, value: Run | None, config: PlanConfig) -> Planner:
+        """BCPlanner for a BC run; else GuidedPlanner (unguided without a value run). Bad planner options (steps out
+        of range) are refused here."""
+        if run.config["model"]["kind"] == "bc":
+            return BCPlanner(run.model)
+        g, p = config.guide, config.planner
+        return GuidedPlanner(
+            run.model, ValueGuide(value.model.model) if value is not None else None,
+            batch_size=p.batch_size, scale=g.scale, n_guide_steps=g.n_guide_steps, t_stopgrad=g.t_stopgrad,
+            scale_grad_by_std=g.scale_grad_by_std, n_sample_steps=p.n_sample_steps,
+            warm_start_steps=p.warm_start_steps, bf16=p.bf16,
+        )
+
+    def run_episodes(self, evaluation: Evaluation, config: PlanConfig) -> LocomotionResults:
+        return run_locomotion_episodes(
+            evaluation.envs, evaluation.planner, partial(self.normalized_score, reference=evaluation.reference),
+            seed=config.seed, max_episode_steps=config.planner.max_episode_steps or 1000,
+            render_first=config.planner.video,
+        )
+
+    def write_report(
+        self, out_dir: Path, results: LocomotionResults, evaluation: Evaluation, config: PlanConfig, logger: Logger
+    ) -> dict[str, float]:
+        return write_locomotion_report(
+            out_dir, results, config, evaluation.run, evaluation.value, logger, gym_version=evaluation.gym_version
+        )
