@@ -152,8 +152,8 @@ class SequenceDataset(torch.utils.data.Dataset):
             else:
                 remedy = "windows start inside an episode and before its last step: use episodes of 2+ steps"
             raise ValueError(
-                f"no window of horizon {horizon} (stride {self.stride}: {span} steps) fits in any episode "
-                f"(longest episode: {lengths.max()} steps); "
+                f"no window of horizon {horizon} fits in any episode (longest episode: {lengths.max()} steps"
+                + (f"; at stride {self.stride} a window spans {span}); " if self.stride > 1 else "); ")
                 + remedy
             )
         self.indices = np.concatenate(starts_per_episode)
