@@ -1,7 +1,8 @@
 """Evaluate a run. `python plan.py` evaluates the newest default Maze2D run; see configs/plan.yaml.
 
-Maze2D: plan once per episode (start and goal inpainted) and track the plan. Locomotion: replan every step with
-value guidance (diffusion_run + value_run), or act with a BC run (diffusion_run=<bc run> guide=none).
+Maze2D: inpaint start and goal, track the plan, replan when the agent falls behind (planner=maze2d: plan once, the
+paper's). Locomotion: replan every step with value guidance (diffusion_run + value_run), or act with a BC run
+(diffusion_run=<bc run> guide=none).
 What differs between the two lives in diffuser/tasks/; launch and error handling in diffuser/launch.py.
 """
 
