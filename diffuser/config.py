@@ -134,6 +134,7 @@ class PlannerConfig:
     replan_lag: float = 0.0  # >0: replan an episode whose position is this far from where its plan puts it now
     replan_every: int = 0  # >0: replan an episode whose plan is this many steps old
     replan_check_every: int = 10  # env steps between replanning checks (the stale episodes replan in one call)
+    track_speed: float = 1.0  # Maze2D: run along the plan's path this many times faster than planned (1: the original)
 
 
 @dataclass

@@ -21,6 +21,16 @@ def test_tracking_rule_by_hand():
     np.testing.assert_allclose(track_waypoint(plan, 2, state), [2.5 - 0.2, 2.0 - 0.1])
 
 
+def test_faster_tracking_by_hand():
+    plan = np.array([[0, 0, 0, 0], [1.0, 2.0, 0.5, -0.5], [3.0, 3.0, 1.0, 1.0]])
+    state = np.array([0.5, 1.0, 0.2, 0.1])
+    # speed 1.5 at t = 0: the plan at step 1.5, halfway between its steps 1 and 2: position (2, 2.5), velocity
+    # (0.75, 0.25) times 1.5 = (1.125, 0.375).
+    np.testing.assert_allclose(track_waypoint(plan, 0, state, speed=1.5), [1.5 + 0.925, 1.5 + 0.275])
+    # At t = 1 it asks for step 3, past the end: the last position at rest.
+    np.testing.assert_allclose(track_waypoint(plan, 1, state, speed=1.5), [2.5 - 0.2, 2.0 - 0.1])
+
+
 def make_planner(horizon=16):
     normalizer = make_normalizer("limits", 6).fit(np.array([[-1, -1, 0, 0, -5, -5], [1, 1, 4, 4, 5, 5]]))
     torch.manual_seed(0)
@@ -158,8 +168,14 @@ def test_needs_replan_by_hand():
     assert not needs_replan(plan, 5, np.array([3.2, 0.3, 0, 0]), lag=0.5, every=0)  # used up, at its end
     assert not needs_replan(plan, 2, np.array([1.4, 0.0, 0, 0]), lag=0.0, every=0)  # both off: the paper
     assert needs_replan(plan, 3, np.array([3.0, 0.0, 0, 0]), lag=0.0, every=3)  # 3 steps old
+    # Tracked twice as fast, the plan puts the agent at x = 2 after one step.
+    assert not needs_replan(plan, 1, np.array([2.0, 0.0, 0, 0]), lag=0.5, every=0, speed=2.0)
+    assert needs_replan(plan, 1, np.array([1.0, 0.0, 0, 0]), lag=0.5, every=0, speed=2.0)
     with pytest.raises(ValueError, match="planner.replan_lag"):
         check_replanning(-1.0, 0, 10)
+    for speed in (0.0, -1.0, 5.0):
+        with pytest.raises(ValueError, match="planner.track_speed"):
+            check_replanning(0.0, 0, 10, speed)
 
 
 CORNERS = np.array([[3.0, 1.0], [3.0, 3.0], [1.0, 3.0], [1.0, 1.0]])  # U-Maze's corridor, start arm to goal

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from diffuser.planning.maze2d import Maze2dPlanner, track_waypoint
+from diffuser.planning.maze2d import Maze2dPlanner, plan_state, track_waypoint
 from diffuser.planning.plan import Plan, Planner
 
 
@@ -59,6 +59,7 @@ def run_maze2d_episodes(
     replan_lag: float = 0.0,
     replan_every: int = 0,
     replan_check_every: int = 10,
+    track_speed: float = 1.0,
 ) -> EpisodeResults:
     """Reset env i with seed + i (Multi2D: also draw a random goal), plan all episodes in one call, then track.
 
@@ -67,9 +68,10 @@ def run_maze2d_episodes(
     more than ``replan_lag`` from where their plan says they should be now, or whose plan is ``replan_every`` steps
     old, are replanned from their current state in one batched ``planner.plan`` call. A new plan replaces an
     episode's current plan unless the planner measured it inconsistent (residual > ``planner.max_residual``) and no
-    less so than the current one: the episode then keeps its plan and is checked again later.
+    less so than the current one: the episode then keeps its plan and is checked again later. ``track_speed`` > 1
+    runs along each plan's path that many times faster than planned (``track_waypoint``; 1: the original).
     """
-    check_replanning(replan_lag, replan_every, replan_check_every)
+    check_replanning(replan_lag, replan_every, replan_check_every, track_speed)
     n = len(envs)
     observations, goals = [], []
     for i, env in enumerate(envs):
@@ -93,7 +95,7 @@ def run_maze2d_episodes(
     for t in range(steps):
         if t > 0 and (replan_lag > 0 or replan_every > 0) and t % replan_check_every == 0:
             stale = [i for i in np.flatnonzero(running) if needs_replan(
-                plans[i][-1], t - planned_at[i], states[i], replan_lag, replan_every)]
+                plans[i][-1], t - planned_at[i], states[i], replan_lag, replan_every, track_speed)]
             if stale:
                 plan = planner.plan(states[stale], goals[stale], generator=generator)
                 for k, i in enumerate(stale):
@@ -103,7 +105,7 @@ def run_maze2d_episodes(
                     plans[i].append(plan.path(k))
                     planned_at[i], residuals[i] = t, new
         for i in np.flatnonzero(running):
-            action = track_waypoint(plans[i][-1], t - planned_at[i], states[i])
+            action = track_waypoint(plans[i][-1], t - planned_at[i], states[i], track_speed)
             state, reward, terminated, truncated, _ = envs[i].step(action)
             states[i] = state
             returns[i] += float(reward)
@@ -118,22 +120,28 @@ def run_maze2d_episodes(
     )
 
 
-def check_replanning(replan_lag: float, replan_every: int, replan_check_every: int) -> None:
-    """One clear error for replanning options out of range."""
+def check_replanning(
+    replan_lag: float, replan_every: int, replan_check_every: int, track_speed: float = 1.0
+) -> None:
+    """One clear error for replanning and tracking options out of range."""
     if not replan_lag >= 0 or replan_every < 0 or replan_check_every < 1:
         raise ValueError(
             f"planner.replan_lag ({replan_lag}) and planner.replan_every ({replan_every}) must be ≥ 0 (0: off) and "
             f"planner.replan_check_every ({replan_check_every}) ≥ 1"
         )
+    if not 0 < track_speed <= 4:
+        raise ValueError(f"planner.track_speed ({track_speed}) must lie in (0, 4] (1: follow the plan as timed)")
 
 
-def needs_replan(plan: np.ndarray, k: int, state: np.ndarray, lag: float, every: int) -> bool:
+def needs_replan(
+    plan: np.ndarray, k: int, state: np.ndarray, lag: float, every: int, speed: float = 1.0
+) -> bool:
     """Whether an episode k steps into its plan (H, 4) should replan: its position is more than ``lag`` (> 0) from
-    the plan's position at step k (its last position once the plan is used up), or the plan is ``every`` (> 0)
-    steps old."""
+    the plan's position at step speed·k (its last position once the plan is used up), or the plan is ``every``
+    (> 0) steps old."""
     if every > 0 and k >= every:
         return True
-    return lag > 0 and float(np.linalg.norm(plan[min(k, len(plan) - 1), :2] - state[:2])) > lag
+    return lag > 0 and float(np.linalg.norm(plan_state(plan, speed * k)[:2] - state[:2])) > lag
 
 
 @dataclass

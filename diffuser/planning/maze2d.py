@@ -162,15 +162,24 @@ class Maze2dPlanner:
         return Plan(best[..., :a], best[..., a:], lengths, best_residual)
 
 
-def track_waypoint(planned_observations: np.ndarray, t: int, state: np.ndarray) -> np.ndarray:
+def plan_state(planned_observations: np.ndarray, tau: float) -> np.ndarray:
+    """The plan (H, 4) at fractional step tau, linear between its steps; past its end, its last position at rest."""
+    last = len(planned_observations) - 1
+    if tau > last:
+        state = planned_observations[-1].copy()
+        state[2:] = 0
+        return state
+    j = min(int(tau), max(last - 1, 0))
+    f = tau - j
+    return planned_observations[j] * (1 - f) + planned_observations[min(j + 1, last)] * f
+
+
+def track_waypoint(planned_observations: np.ndarray, t: int, state: np.ndarray, speed: float = 1.0) -> np.ndarray:
     """The original's tracking rule at env step t: a = (wp_xy − s_xy) + (wp_vel − s_vel).
 
     planned_observations: (H, 4); the waypoint is plan[t + 1], or the last planned position at rest once the plan
-    is used up. state: (4,) = (qpos, qvel).
+    is used up. state: (4,) = (qpos, qvel). speed > 1 (not in the original) runs along the plan's path ``speed``
+    times faster than planned: the waypoint is the plan at step speed·(t + 1), its velocity times speed.
     """
-    if t < len(planned_observations) - 1:
-        waypoint = planned_observations[t + 1]
-    else:
-        waypoint = planned_observations[-1].copy()
-        waypoint[2:] = 0
-    return (waypoint[:2] - state[:2]) + (waypoint[2:] - state[2:])
+    waypoint = plan_state(planned_observations, speed * (t + 1))
+    return (waypoint[:2] - state[:2]) + (speed * waypoint[2:] - state[2:])
