@@ -1,0 +1,260 @@
+"""Why value guidance helps or not: three measurements of a locomotion diffusion run and its value run, on fresh
+behaviour-policy episodes that neither model saw.
+
+1. **Held-out windows.** The value model's J(τ, 0) on windows of the fresh episodes against their true discounted
+   return-to-go, computed as training computes it (the run's discount and termination penalty, windows padded with
+   zero rows past an episode's end): Pearson and Spearman correlation.
+2. **Candidates of one state.** For states of the fresh episodes, K unguided plans each; every plan's H actions are
+   executed open loop from that state in the simulator, then the behaviour policy (the policy whose returns the value
+   model learned) takes over until the episode's 1000 steps are up. Per state: the Spearman correlation of the
+   plans' predicted values with these realized discounted returns, and the realized return of the plan the value
+   model would pick against the mean and the best candidate.
+3. **Guidance size.** At every denoising step t, the guide's shift ‖scale·σ_t²·∇J‖ (per plan) against the noise
+   σ_t‖z‖ the step adds, and how far guidance moves the first action: the same noise with and without the gradient.
+
+    python -m diffuser.tools.value_check --diffusion-run runs/hopper-medium-v2/cpu/<time>_s0 \\
+        --value-run runs/hopper-medium-v2/cpu_value/<time>_s0 --output value_check.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from diffuser.diffusion.gaussian import GaussianDiffusion
+from diffuser.diffusion.guidance import ValueGuide, guided_p_sample
+from diffuser.diffusion.schedule import extract
+from diffuser.runs.load import check_compatible, load_run
+from diffuser.utils.files import atomic_write_text
+
+EPISODE_STEPS = 1000
+
+
+def ranks(x: np.ndarray) -> np.ndarray:
+    """Ranks 0..n−1 of x (ties broken by order; the values compared here are continuous)."""
+    out = np.empty(len(x))
+    out[np.argsort(x, kind="stable")] = np.arange(len(x))
+    return out
+
+
+def pearson(x: np.ndarray, y: np.ndarray) -> float:
+    x, y = x - x.mean(), y - y.mean()
+    return float((x * y).sum() / np.sqrt((x * x).sum() * (y * y).sum()))
+
+
+def spearman(x: np.ndarray, y: np.ndarray) -> float:
+    return pearson(ranks(x), ranks(y))
+
+
+def discounted_sum(rewards: np.ndarray, discount: float) -> float:
+    return float((rewards * discount ** np.arange(len(rewards))).sum())
+
+
+def episode_windows(
+    episode: dict[str, np.ndarray], horizon: int, discount: float, penalty: float, every: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Windows [a, s] (n, H, D) raw, starting every ``every`` steps, zero rows past the episode's end, and their
+    discounted return-to-go (n,) with ``penalty`` added to the last reward of an episode that ended in a fall."""
+    n = len(episode["rewards"])
+    rows = np.concatenate([episode["actions"], episode["observations"]], axis=1)
+    rows = np.concatenate([rows, np.zeros((horizon, rows.shape[1]), rows.dtype)])
+    rewards = episode["rewards"].astype(np.float64).copy()
+    if episode["terminals"][-1]:
+        rewards[-1] += penalty
+    starts = np.arange(0, min(n - 1, EPISODE_STEPS - horizon), every)
+    windows = np.stack([rows[s : s + horizon] for s in starts])
+    return windows, np.array([discounted_sum(rewards[s:], discount) for s in starts])
+
+
+def split_episodes(arrays: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
+    """D4RL-layout columns → one dict per episode (episodes end at terminals or timeouts)."""
+    ends = np.flatnonzero(arrays["terminals"] | arrays["timeouts"]) + 1
+    starts = np.concatenate([[0], ends[:-1]])
+    return [{k: v[s:e] for k, v in arrays.items()} for s, e in zip(starts, ends)]
+
+
+def realized_returns(
+    env_name: str, gym_version: str, qpos: np.ndarray, qvel: np.ndarray, t0: int, actions: np.ndarray, policy,
+    discount: float, penalty: float, seed: int,
+) -> np.ndarray:
+    """Execute each plan's actions (K, H, action_dim) open loop from the state (qpos, qvel) reached at episode step
+    t0, then the behaviour policy until step 1000 or a fall: discounted returns (K,), the penalty at a fall."""
+    from diffuser.envs.locomotion import make_locomotion_env
+
+    k, horizon = actions.shape[:2]
+    envs = [make_locomotion_env(env_name, gym_version).unwrapped for _ in range(k)]
+    obs = np.zeros((k, envs[0].observation_space.shape[0]))
+    for i, env in enumerate(envs):
+        env.reset(seed=seed + i)
+        env.set_state(qpos, qvel)
+        obs[i] = env._get_obs()
+    rng = np.random.default_rng(seed)
+    returns, weight, alive = np.zeros(k), np.ones(k), np.ones(k, dtype=bool)
+    for t in range(EPISODE_STEPS - t0):
+        if t < horizon:
+            act = actions[:, t]
+        else:
+            act, _ = policy.act(obs, rng, steps=np.full(k, t0 + t))
+        for i in np.flatnonzero(alive):
+            obs[i], reward, terminated, _, _ = envs[i].step(act[i])
+            returns[i] += weight[i] * (reward + (penalty if terminated else 0.0))
+            alive[i] = not terminated
+        weight *= discount
+        if not alive.any():
+            break
+    for env in envs:
+        env.close()
+    return returns
+
+
+@torch.no_grad()
+def sample_candidates(diffusion: GaussianDiffusion, observation: np.ndarray, k: int, seed: int) -> torch.Tensor:
+    """K unguided plans (normalized, (K, H, D)) from one raw observation."""
+    state = diffusion.normalize_observation(torch.as_tensor(observation, dtype=torch.float32)[None])
+    generator = torch.Generator().manual_seed(seed)
+    return diffusion.conditional_sample({0: state.repeat(k, 1)}, generator=generator).trajectories
+
+
+def guidance_size(
+    diffusion: GaussianDiffusion, guide: ValueGuide, observations: np.ndarray, *, batch_size: int, scale: float,
+    n_guide_steps: int, t_stopgrad: int, seed: int,
+) -> dict:
+    """Per denoising step: mean ‖scale·σ_t²·∇J‖ of a guide step and the noise's σ_t·√(H·D); and the first action
+    of every candidate with and without guidance under the same noise."""
+    states = diffusion.normalize_observation(torch.as_tensor(observations, dtype=torch.float32))
+    states = states.repeat_interleave(batch_size, dim=0)
+    shifts: dict[int, list[float]] = {}
+
+    def logged(diff, x, cond, t, generator):
+        _, grad = guide.gradients(x, t)
+        variance = extract(diff.schedule.posterior_log_variance_clipped, t, x.shape).exp()
+        step = 0.0 if int(t[0]) < t_stopgrad else scale * (variance * grad).flatten(1).norm(dim=1).mean().item()
+        shifts.setdefault(int(t[0]), []).append(step)
+        return guided_p_sample(
+            diff, x, cond, t, generator, guide=guide, scale=scale, n_guide_steps=n_guide_steps, t_stopgrad=t_stopgrad
+        )
+
+    def first_actions(sample_fn) -> np.ndarray:
+        generator = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            x = diffusion.conditional_sample({0: states}, sample_fn=sample_fn, generator=generator).trajectories
+        return diffusion.unnormalize(x)[:, 0, : diffusion.action_dim].numpy()
+
+    guided, plain = first_actions(logged), first_actions(None)
+    variances = diffusion.schedule.posterior_log_variance_clipped.exp()
+    size = diffusion.horizon * (diffusion.action_dim + diffusion.observation_dim)
+    steps = sorted(shifts, reverse=True)
+    spread = plain.reshape(len(observations), batch_size, -1).std(axis=1).mean()
+    return {
+        "t": steps,
+        "guide_shift": [float(np.mean(shifts[t])) for t in steps],
+        "noise": [float(variances[t].sqrt() * np.sqrt(size)) if t > 0 else 0.0 for t in steps],
+        "first_action_moved": float(np.linalg.norm(guided - plain, axis=1).mean()),
+        "first_action_spread": float(spread),
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--diffusion-run", required=True)
+    parser.add_argument("--value-run", required=True)
+    parser.add_argument("--checkpoint", default=None, help="the diffusion run's step folder (default: latest)")
+    parser.add_argument("--episodes-steps", type=int, default=50_000, help="fresh behaviour-policy steps")
+    parser.add_argument("--seed", type=int, default=12345, help="seed of the fresh episodes (not the data's)")
+    parser.add_argument("--window-every", type=int, default=25, help="window starts every this many steps")
+    parser.add_argument("--states", type=int, default=12)
+    parser.add_argument("--candidates", type=int, default=16)
+    parser.add_argument("--scale", type=float, default=0.1)
+    parser.add_argument("--n-guide-steps", type=int, default=2)
+    parser.add_argument("--t-stopgrad", type=int, default=2)
+    parser.add_argument("--output", default=None, help="write the measurements as JSON here")
+    args = parser.parse_args(argv)
+
+    from diffuser.tools.collect import recipe_policies, rollout
+    from diffuser.tools.policies import load_policy
+
+    diffusion_run = load_run(args.diffusion_run, checkpoint=args.checkpoint)
+    value_run = load_run(args.value_run)
+    env = diffusion_run.config["env"]
+    check_compatible(diffusion_run, value_run, value_run.config["env"]["discount"])
+    diffusion, guide = diffusion_run.model, ValueGuide(value_run.model.model)
+    name, gym_version = env["name"], env.get("gym_version", "v4")
+    discount, penalty = value_run.config["env"]["discount"], value_run.config["env"]["termination_penalty"]
+    (_, spec), *_ = recipe_policies(name)
+    policy = load_policy(spec, action_dim=diffusion.action_dim)
+    tick = time.perf_counter()
+    fresh = rollout(name, policy, args.episodes_steps, args.seed, gym_version)
+    episodes = split_episodes(fresh.arrays)
+    print(f"{len(episodes)} fresh episodes ({fresh.n_steps} steps, seed {args.seed}) in {fresh.seconds:.0f} s")
+
+    # 1. Held-out windows.
+    windows, targets = zip(*(episode_windows(e, diffusion.horizon, discount, penalty, args.window_every)
+                             for e in episodes))
+    windows, targets = np.concatenate(windows), np.concatenate(targets)
+    x = diffusion.normalizer.normalize(torch.as_tensor(windows, dtype=torch.float32))
+    with torch.no_grad():
+        predicted = torch.cat([guide(b, torch.zeros(len(b), dtype=torch.long)) for b in x.split(1024)]).numpy()
+    held_out = {"n_windows": len(targets), "pearson": pearson(predicted, targets),
+                "spearman": spearman(predicted, targets)}
+    print(f"1. held-out windows: {held_out['n_windows']}, Pearson {held_out['pearson']:.3f}, "
+          f"Spearman {held_out['spearman']:.3f}")
+
+    # 2. Candidates of one state: states drawn from all episodes' steps.
+    rng = np.random.default_rng(args.seed)
+    lengths = np.array([len(e["rewards"]) for e in episodes])
+    per_state = []
+    for s in range(args.states):
+        e = int(rng.choice(len(episodes), p=lengths / lengths.sum()))
+        t0 = int(rng.integers(0, min(lengths[e], EPISODE_STEPS - diffusion.horizon)))
+        episode = episodes[e]
+        plans = sample_candidates(diffusion, episode["observations"][t0], args.candidates, args.seed + s)
+        with torch.no_grad():
+            values = guide(plans, torch.zeros(len(plans), dtype=torch.long)).numpy()
+        actions = diffusion.unnormalize(plans)[..., : diffusion.action_dim].numpy()
+        realized = realized_returns(name, gym_version, episode["infos/qpos"][t0], episode["infos/qvel"][t0], t0,
+                                    actions, policy, discount, penalty, args.seed + 1000 * s)
+        record = {
+            "episode_step": t0, "spearman": spearman(values, realized), "predicted": values.tolist(),
+            "realized": realized.tolist(), "picked": float(realized[values.argmax()]),
+            "mean": float(realized.mean()), "best": float(realized.max()),
+        }
+        per_state.append(record)
+        print(f"2. state {s} (step {t0}): Spearman {record['spearman']:+.2f}, realized picked {record['picked']:.0f} "
+              f"mean {record['mean']:.0f} best {record['best']:.0f}, predicted spread {np.ptp(values):.0f}")
+    candidates = {
+        "states": per_state,
+        "mean_spearman": float(np.mean([r["spearman"] for r in per_state])),
+        "picked_minus_mean": float(np.mean([r["picked"] - r["mean"] for r in per_state])),
+        "best_minus_mean": float(np.mean([r["best"] - r["mean"] for r in per_state])),
+    }
+    print(f"2. mean Spearman over states {candidates['mean_spearman']:+.3f}; realized return of the value's pick "
+          f"− candidate mean {candidates['picked_minus_mean']:+.1f} (best − mean {candidates['best_minus_mean']:+.1f})")
+
+    # 3. Guidance size, on 4 of those states.
+    starts = np.stack([episodes[0]["observations"][0]] + [
+        episodes[int(i)]["observations"][len(episodes[int(i)]["rewards"]) // 2]
+        for i in rng.choice(len(episodes), 3)])
+    size = guidance_size(diffusion, guide, starts, batch_size=args.candidates, scale=args.scale,
+                         n_guide_steps=args.n_guide_steps, t_stopgrad=args.t_stopgrad, seed=args.seed)
+    for t, shift, noise in zip(size["t"], size["guide_shift"], size["noise"]):
+        print(f"3. t={t:2d}: guide shift {shift:.4f} (per step of {args.n_guide_steps}), noise σ√n {noise:.3f}")
+    print(f"3. guidance moved the first action by {size['first_action_moved']:.4f} on average; the candidates' "
+          f"first actions spread {size['first_action_spread']:.4f} (std)")
+
+    report = {
+        "diffusion_run": str(diffusion_run.path), "diffusion_step": diffusion_run.step,
+        "value_run": str(value_run.path), "value_step": value_run.step, "arguments": vars(args),
+        "held_out": held_out, "candidates": candidates, "guidance": size, "seconds": time.perf_counter() - tick,
+    }
+    if args.output:
+        atomic_write_text(Path(args.output), json.dumps(report, indent=2))
+    return report
+
+
+if __name__ == "__main__":
+    main()
