@@ -29,6 +29,7 @@ class EnvConfig:
     drop_last_transition: bool = True  # Maze2D: drop each segment's last row, as the original does
     termination_penalty: float = 0.0  # added to the last reward of an episode that ends in a terminal
     discount: float = 0.997  # value targets; planning reads it from the value run, so the two cannot differ
+    value_targets: str = "raw"  # value runs: raw discounted returns (the original) | standardized ((G − mean) / std)
     gym_version: str = "v4"  # locomotion: gymnasium Hopper/Walker2d/HalfCheetah-v4 (D4RL parity) or v5
     stride: int = 1  # Maze2D: windows keep every stride-th state, so H states span (H-1)*stride+1 steps (1: paper)
 

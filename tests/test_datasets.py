@@ -126,6 +126,15 @@ def test_value_targets_by_hand_with_termination_penalty():
     ep1 = [1 + 0.5 * 2 + 0.25 * 3 + 0.125 * -96, 2 + 0.5 * 3 + 0.25 * -96, 3 + 0.5 * -96]
     ep2 = [10 + 0.5 * 20 + 0.25 * 30, 20 + 0.5 * 30]
     np.testing.assert_allclose(values, ep1 + ep2, rtol=1e-6)
+    # Standardized: the same returns less their mean over the 5 windows, over their (population) std.
+    ds = ValueDataset(data, targets="standardized", horizon=2, normalizer="gaussian", use_padding=True,
+                      max_path_length=10, termination_penalty=-100, discount=0.5)
+    returns = np.array(ep1 + ep2)
+    mean, std = returns.mean(), np.sqrt(((returns - returns.mean()) ** 2).mean())
+    np.testing.assert_allclose(ds.target_statistics, [mean, std], rtol=1e-6)
+    np.testing.assert_allclose(ds.get_batch(np.arange(5)).values.tolist(), (returns - mean) / std, rtol=1e-5)
+    with pytest.raises(ValueError, match="env.value_targets"):
+        ValueDataset(data, targets="scaled", horizon=2)
 
 
 def test_discounted_returns_stop_at_episode_ends():

@@ -81,3 +81,18 @@ def test_value_targets_follow_the_configured_discount():
     data["rewards"] = np.array([1, 2, 3], np.float32)
     dataset = build_dataset(data, config.env, horizon=config.horizon, kind="value")
     assert dataset.get_batch(np.array([0, 1])).values.tolist() == [2.75, 3.5]
+
+
+def test_standardized_value_targets_reach_the_dataset_and_the_run_record(tmp_path):
+    """env.value_targets=standardized: targets (G − mean) / std, by hand for returns 2.75 and 3.5 (mean 3.125, std
+    0.375), and config.yaml records the statistics to convert predictions back."""
+    from diffuser.training.setup import record_config
+
+    config = value_preset("env.discount=0.5", "env.termination_penalty=0", "env.value_targets=standardized",
+                          f"run_dir={tmp_path}")
+    data = locomotion_arrays(lengths=(3,), terminal=(False,), obs_dim=OBS, act_dim=ACT)
+    data["rewards"] = np.array([1, 2, 3], np.float32)
+    dataset = build_dataset(data, config.env, horizon=config.horizon, kind="value")
+    np.testing.assert_allclose(dataset.get_batch(np.array([0, 1])).values.tolist(), [-1.0, 1.0], rtol=1e-6)
+    record = record_config(config, dataset, tmp_path / "data.hdf5")
+    assert record["value_target_statistics"] == pytest.approx({"mean": 3.125, "std": 0.375})

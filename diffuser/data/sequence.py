@@ -187,10 +187,28 @@ class GoalDataset(SequenceDataset):
         return {0: trajectories[:, 0, self.action_dim :], self.horizon - 1: trajectories[:, -1, self.action_dim :]}
 
 
-class ValueDataset(SequenceDataset):
-    """Windows with value targets: the discounted return from the window start to its episode's end (raw)."""
+VALUE_TARGETS = ("raw", "standardized")
 
-    def values(self) -> np.ndarray:
+
+class ValueDataset(SequenceDataset):
+    """Windows with value targets: the discounted return G from the window start to its episode's end.
+
+    targets "raw" (the original): G itself. "standardized" (not in the original): (G − mean) / std over the windows,
+    so the value network learns outputs of order 1 whatever the dataset's reward scale, and a guide scale means the
+    same on every dataset; ``target_statistics`` holds (mean, std) to convert back.
+    """
+
+    def __init__(self, data: Mapping[str, np.ndarray], *, targets: str = "raw", **kwargs):
+        if targets not in VALUE_TARGETS:
+            raise ValueError(f"env.value_targets: '{targets}' is not one of {list(VALUE_TARGETS)}")
+        super().__init__(data, **kwargs)
+        self.targets = targets
+        self.target_statistics = (0.0, 1.0)
+        if targets == "standardized":
+            returns = self.returns()[self.indices]
+            self.target_statistics = (float(returns.mean()), float(returns.std()) or 1.0)
+
+    def returns(self) -> np.ndarray:
         """Reward-to-go of every flat row, computed once."""
         if self._values is None:
             episode_end = np.zeros(len(self._rewards), dtype=bool)
@@ -200,6 +218,8 @@ class ValueDataset(SequenceDataset):
 
     def get_batch(self, idx: np.ndarray) -> Batch:
         batch = super().get_batch(idx)
-        batch.values = torch.from_numpy(self.values()[self.indices[np.asarray(idx)]])
+        mean, std = self.target_statistics
+        returns = self.returns()[self.indices[np.asarray(idx)]]
+        batch.values = torch.from_numpy(((returns - mean) / std).astype(np.float32))
         return batch
 

@@ -53,13 +53,14 @@ def build_dataset(data: dict[str, np.ndarray], env: EnvConfig, *, horizon: int, 
             f"env.stride: {env.stride} is for Maze2D diffusion runs (goal-conditioned, plans tracked by a controller); "
             "locomotion and value/BC runs execute every step: use env.stride=1"
         )
-    cls = SequenceDataset
+    cls, extra = SequenceDataset, {}
     if kind == "value":
-        cls = ValueDataset
+        cls, extra = ValueDataset, {"targets": env.value_targets}
     elif kind == "diffusion" and env.goal_conditioned:
         cls = GoalDataset
     return cls(
         data,
+        **extra,
         horizon=1 if kind == "bc" else horizon,
         normalizer=env.normalizer,
         max_path_length=env.max_path_length,

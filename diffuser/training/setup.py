@@ -16,7 +16,8 @@ from diffuser.runs.checkpoint import read_config, write_config
 from diffuser.runs.git import write_git_info
 from diffuser.runs.logger import Logger
 
-DERIVED_KEYS = ("dims", "dataset_path", "dataset_info", "version")  # written by record_config, not in TrainConfig
+# written by record_config, not in TrainConfig
+DERIVED_KEYS = ("dims", "dataset_path", "dataset_info", "version", "value_target_statistics")
 
 
 def resume_config(config: TrainConfig) -> TrainConfig:
@@ -61,6 +62,9 @@ def record_config(config: TrainConfig, dataset: SequenceDataset, dataset_path: P
         "transition_dim": dataset.transition_dim,
     }
     record["dataset_path"] = str(dataset_path)
+    if getattr(dataset, "targets", "raw") == "standardized":  # value predictions ×std + mean are discounted returns
+        mean, std = dataset.target_statistics
+        record["value_target_statistics"] = {"mean": mean, "std": std}
     if is_minari(config.env.dataset):  # what the data is and how plan.py scores it (env version, reference scores)
         record["dataset_info"] = describe_minari(parse_minari_name(config.env.dataset)).record()
     record["version"] = diffuser.__version__
