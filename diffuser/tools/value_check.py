@@ -6,8 +6,8 @@ behaviour-policy episodes that neither model saw.
    zero rows past an episode's end): Pearson and Spearman correlation.
 2. **Candidates of one state.** For states of the fresh episodes, K unguided plans each; every plan's H actions are
    executed open loop from that state in the simulator, then the behaviour policy (the policy whose returns the value
-   model learned) takes over until the episode's 1000 steps are up. Per state: the Spearman correlation of the
-   plans' predicted values with these realized discounted returns, and the realized return of the plan the value
+   model learned) takes over until the episode's 1000 steps are up (``--repeats`` continuations, averaged). Per
+   state: the Spearman correlation of the plans' predicted values with these realized discounted returns, and the realized return of the plan the value
    model would pick against the mean and the best candidate.
 3. **Guidance size.** At every denoising step t, the guide's shift ‖scale·σ_t²·∇J‖ (per plan) against the noise
    σ_t‖z‖ the step adds, and how far guidance moves the first action: the same noise with and without the gradient.
@@ -169,6 +169,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--window-every", type=int, default=25, help="window starts every this many steps")
     parser.add_argument("--states", type=int, default=12)
     parser.add_argument("--candidates", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=4, help="behaviour-policy continuations per candidate (mean)")
     parser.add_argument("--scale", type=float, default=0.1)
     parser.add_argument("--n-guide-steps", type=int, default=2)
     parser.add_argument("--t-stopgrad", type=int, default=2)
@@ -217,7 +218,8 @@ def main(argv: list[str] | None = None) -> dict:
             values = guide(plans, torch.zeros(len(plans), dtype=torch.long)).numpy()
         actions = diffusion.unnormalize(plans)[..., : diffusion.action_dim].numpy()
         realized = realized_returns(name, gym_version, episode["infos/qpos"][t0], episode["infos/qvel"][t0], t0,
-                                    actions, policy, discount, penalty, args.seed + 1000 * s)
+                                    np.repeat(actions, args.repeats, axis=0), policy, discount, penalty,
+                                    args.seed + 1000 * s).reshape(len(actions), args.repeats).mean(axis=1)
         record = {
             "episode_step": t0, "spearman": spearman(values, realized), "predicted": values.tolist(),
             "realized": realized.tolist(), "picked": float(realized[values.argmax()]),
