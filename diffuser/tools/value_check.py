@@ -164,6 +164,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--diffusion-run", required=True)
     parser.add_argument("--value-run", required=True)
     parser.add_argument("--checkpoint", default=None, help="the diffusion run's step folder (default: latest)")
+    parser.add_argument("--value-checkpoint", default=None, help="the value run's step folder (default: latest)")
     parser.add_argument("--episodes-steps", type=int, default=50_000, help="fresh behaviour-policy steps")
     parser.add_argument("--seed", type=int, default=12345, help="seed of the fresh episodes (not the data's)")
     parser.add_argument("--window-every", type=int, default=25, help="window starts every this many steps")
@@ -180,7 +181,7 @@ def main(argv: list[str] | None = None) -> dict:
     from diffuser.tools.policies import load_policy
 
     diffusion_run = load_run(args.diffusion_run, checkpoint=args.checkpoint)
-    value_run = load_run(args.value_run)
+    value_run = load_run(args.value_run, checkpoint=args.value_checkpoint)
     env = diffusion_run.config["env"]
     check_compatible(diffusion_run, value_run, value_run.config["env"]["discount"])
     diffusion, guide = diffusion_run.model, ValueGuide(value_run.model.model)
