@@ -96,7 +96,7 @@ class ValueGuidedRLPipeline:
                     None, unet.n_diffusion_steps):
                 raise ValueError(f"compatibility='diffusers' samples as diffusers does, with the full DDPM schedule: "
                                  f"drop scheduler={self.scheduler!r}")
-            if hasattr(env, "get_dataset"):  # diffusers' normalization: one mean/std per key of the dataset
+            if callable(getattr(env, "get_dataset", None)):  # diffusers' normalization: one mean/std per key of the dataset
                 unet = with_normalizer(unet, scalar_normalizer(env.get_dataset(), unet.action_dim,
                                                                unet.observation_dim))
         self.unet = unet
@@ -120,10 +120,15 @@ class ValueGuidedRLPipeline:
         env: Any = None,
         compatibility: str = "paper",
         device: str | torch.device = "cpu",
+        horizon: int | None = None,
     ) -> "ValueGuidedRLPipeline":
         """A pipeline from a folder in diffusers' layout (``save_pretrained``'s or the hub's), or from this project's
         runs: a diffusion run folder (or ``runs/<env>/<exp_name>``, its newest run) and ``value_path``, by default
-        the newest run of ``<exp_name>_value`` beside it. ``checkpoint`` names a step folder of the diffusion run."""
+        the newest run of ``<exp_name>_value`` beside it. ``checkpoint`` names a step folder of the diffusion run.
+
+        A hub folder records neither dims nor normalizer nor horizon: ``env`` gives the dims (and, with
+        ``get_dataset()``, the data the normalizer is fitted on, as diffusers does); ``horizon`` the networks'
+        (default 32, the hub's hopper-medium-v2)."""
         from diffuser.runs.pretrained import is_pipeline_folder, read_pipeline, run_pair
 
         path = Path(path)
@@ -131,7 +136,7 @@ class ValueGuidedRLPipeline:
             raise FileNotFoundError(f"{path} not found: pass a run folder, runs/<env>/<exp_name>, or a folder in "
                                     "diffusers' layout (unet/, value_function/, scheduler/)")
         if is_pipeline_folder(path):
-            parts = read_pipeline(path, env, compatibility, str(device))
+            parts = read_pipeline(path, env, compatibility, str(device), horizon)
         else:
             parts = run_pair(path, Path(value_path) if value_path is not None else None, checkpoint, str(device))
         from diffuser.envs.locomotion import is_locomotion

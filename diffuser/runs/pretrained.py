@@ -66,7 +66,8 @@ def run_pair(path: Path, value_path: Path | None, checkpoint: str | None, device
         raise ValueError(f"{path} holds a '{run.config['model']['kind']}' model: pass the diffusion run first and "
                          "the value run as value_path")
     if value_path is None:
-        value_path = find_latest_run(path.parent.parent, path.parent.name, f"{path.parent.name}_value",
+        experiment = path.parent  # runs/<env>/<exp_name>
+        value_path = find_latest_run(experiment.parent.parent, experiment.parent.name, f"{experiment.name}_value",
                                      argument="value_path")
     elif not (Path(value_path) / "config.yaml").is_file():
         value_path = find_latest_run(Path(value_path).parent.parent, Path(value_path).parent.name,
@@ -166,20 +167,22 @@ def is_pipeline_folder(path: Path) -> bool:
     return (path / "model_index.json").is_file() or any((path / name).is_dir() for name in COMPONENTS)
 
 
-def read_pipeline(folder: Path, env: Any, compatibility: str, device: str) -> PretrainedParts:
+def read_pipeline(
+    folder: Path, env: Any, compatibility: str, device: str, horizon: int | None = None
+) -> PretrainedParts:
     """Our networks, normalizer and scheduler from a folder in diffusers' layout, ours or the hub's.
 
-    The hub's folders record neither the horizon (32 is used, theirs), the dims (read from ``env``) nor the
+    The hub's folders record neither the horizon (``horizon``, else 32: theirs), the dims (read from ``env``) nor the
     normalizer: it is fitted on ``env.get_dataset()`` (per dimension, or diffusers' one mean/std per key in the
     compatibility mode), the data path diffusers itself takes.
     """
     from diffuser.tools.import_weights import read_diffusers, scalar_statistics
 
     folder = Path(folder)
-    for name, config in COMPONENTS.items():
-        if not (folder / name / config).is_file():
-            raise FileNotFoundError(f"{folder} has no {name}/{config}: a ValueGuidedRLPipeline folder holds unet/, "
-                                    "value_function/ and scheduler/")
+    missing = [f"{name}/{config}" for name, config in COMPONENTS.items() if not (folder / name / config).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{folder} has no {', '.join(missing)}: a ValueGuidedRLPipeline folder holds unet/, "
+                                "value_function/ and scheduler/")
     meta = _read_json(folder / "pipeline_config.json") if (folder / "pipeline_config.json").is_file() else {}
     observation_dim, action_dim = meta.get("observation_dim"), meta.get("action_dim")
     if observation_dim is None:
@@ -200,7 +203,7 @@ def read_pipeline(folder: Path, env: Any, compatibility: str, device: str) -> Pr
         normalizer = make_normalizer(meta.get("normalizer", "gaussian"), observation_dim + action_dim)
         state = _load_safetensors(folder / "normalizer" / "normalizer.safetensors")
         normalizer.load_state_dict(state, strict=True)
-    elif hasattr(env, "get_dataset"):
+    elif callable(getattr(env, "get_dataset", None)):
         data = env.get_dataset()
         if compatibility == "diffusers":
             mean, std = scalar_statistics(data, action_dim, observation_dim)
@@ -216,7 +219,7 @@ def read_pipeline(folder: Path, env: Any, compatibility: str, device: str) -> Pr
             "get_dataset() to fit it, as diffusers does, or import the networks with "
             "`python -m diffuser.tools.import_weights diffusers`, which fits it on the dataset")
 
-    horizon = meta.get("horizon", HUB_HORIZON)
+    horizon = horizon or meta.get("horizon", HUB_HORIZON)
     models = {}
     for name, model_kind in (("unet", "diffusion"), ("value_function", "value")):
         source = read_diffusers(folder / name)
