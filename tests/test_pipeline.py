@@ -169,14 +169,20 @@ def test_a_hub_folder_reads_with_the_env_dataset_fitting_the_normalizer_per_dime
     assert loaded(observations(), batch_size=2).shape == (3, ACT)
 
 
-def test_from_pretrained_reads_a_run_pair(tmp_path):
-    """A diffusion run (or its experiment folder) and the newest value run beside it, as train.py lays them out."""
-    (unet, unet_config), (value, value_config) = models(seed=1)
-    root = tmp_path / "runs" / "hopper-medium-v2"
+def write_run_pair(root, seed=1):
+    """runs/hopper-medium-v2/{cpu, cpu_value}/<time>_s0, as train.py lays out the CPU presets; returns the models."""
+    (unet, unet_config), (value, value_config) = models(seed)
     for model, config, exp in ((unet, unet_config, "cpu"), (value, value_config, "cpu_value")):
         record = asdict(config)
         record.update(exp_name=exp, dims={"observation_dim": OBS, "action_dim": ACT, "transition_dim": OBS + ACT})
-        write_run(root / exp / "2026-01-01_00-00-00_s0", record, model, step=40)
+        write_run(root / "hopper-medium-v2" / exp / "2026-01-01_00-00-00_s0", record, model, step=40)
+    return unet, value
+
+
+def test_from_pretrained_reads_a_run_pair(tmp_path):
+    """A diffusion run (or its experiment folder) and the newest value run beside it, as train.py lays them out."""
+    unet, value = write_run_pair(tmp_path / "runs")
+    root = tmp_path / "runs" / "hopper-medium-v2"
     direct = ValueGuidedRLPipeline(value, unet)
     expected = direct(observations(), batch_size=3, generator=torch.Generator().manual_seed(1))
     for path in (root / "cpu", root / "cpu" / "2026-01-01_00-00-00_s0"):
