@@ -96,7 +96,7 @@ class ValueGuidedRLPipeline:
                     None, unet.n_diffusion_steps):
                 raise ValueError(f"compatibility='diffusers' samples as diffusers does, with the full DDPM schedule: "
                                  f"drop scheduler={self.scheduler!r}")
-            if callable(getattr(env, "get_dataset", None)):  # diffusers' normalization: one mean/std per key of the dataset
+            if callable(getattr(env, "get_dataset", None)):  # diffusers' statistics: one mean/std per dataset key
                 unet = with_normalizer(unet, scalar_normalizer(env.get_dataset(), unet.action_dim,
                                                                unet.observation_dim))
         self.unet = unet
