@@ -4,7 +4,8 @@
 Order of operations, as in the original code (not Algorithm 1 of the paper, which computes μ first and then shifts
 μ by αΣ∇J(μ)): starting from x_t, take ``n_guide_steps`` steps x ← x + scale·g with g = ∇ₓ Σ J(x, t) (times the
 posterior variance σ_t² when ``scale_grad_by_std``; zero for t < t_stopgrad), re-applying the conditions after each,
-then compute the posterior mean from the *shifted* x and add the usual noise (none at t = 0).
+then compute the posterior mean from the *shifted* x and add the usual noise (none at t = 0). Another sampler
+(``schedulers.py``: strided DDPM, DDIM) replaces that last reverse step; the guide steps stay as they are.
 
 Side by side, for one reverse step (conditions are re-applied by ``GaussianDiffusion.p_sample_loop`` after it)::
 
