@@ -29,7 +29,7 @@ from torch import nn
 
 from diffuser.diffusion.gaussian import GaussianDiffusion
 from diffuser.diffusion.guidance import ValueGuide
-from diffuser.diffusion.normalization import GaussianNormalizer, Normalizer
+from diffuser.diffusion.normalization import GaussianNormalizer, Normalizer, scalar_statistics
 from diffuser.diffusion.schedulers import DDPMScheduler, make_scheduler
 from diffuser.planning.guided import GuidedPlanner
 from diffuser.planning.plan import Plan
@@ -297,8 +297,6 @@ def _check_normalizers(unet: GaussianDiffusion, value: GaussianDiffusion) -> Non
 
 def scalar_normalizer(data: dict, action_dim: int, observation_dim: int) -> Normalizer:
     """diffusers' normalization as a per-dimension Gaussian normalizer: one mean/std per key, repeated."""
-    from diffuser.tools.import_weights import scalar_statistics
-
     normalizer = GaussianNormalizer(action_dim + observation_dim)
     mean, std = scalar_statistics(data, action_dim, observation_dim)
     normalizer.mean.copy_(mean)

@@ -30,11 +30,12 @@ from safetensors.torch import load_file, save_file
 import diffuser
 from diffuser.config import DiffusionConfig, ModelConfig
 from diffuser.diffusion.gaussian import GaussianDiffusion
-from diffuser.diffusion.normalization import GaussianNormalizer, Normalizer, make_normalizer
+from diffuser.diffusion.normalization import GaussianNormalizer, Normalizer, make_normalizer, scalar_statistics
 from diffuser.diffusion.schedulers import DDIMScheduler, DDPMScheduler
 from diffuser.models.key_maps import diffusers_config, infer_architecture, load_mapped, ours_to_diffusers
 from diffuser.runs.build import build_model
 from diffuser.runs.load import Run, check_compatible, find_latest_run, load_run
+from diffuser.runs.sources import read_diffusers, read_json
 from diffuser.utils.files import atomic_path
 
 COMPONENTS = {"unet": "config.json", "value_function": "config.json", "scheduler": "scheduler_config.json"}
@@ -176,21 +177,19 @@ def read_pipeline(
     normalizer: it is fitted on ``env.get_dataset()`` (per dimension, or diffusers' one mean/std per key in the
     compatibility mode), the data path diffusers itself takes.
     """
-    from diffuser.tools.import_weights import read_diffusers, scalar_statistics
-
     folder = Path(folder)
     missing = [f"{name}/{config}" for name, config in COMPONENTS.items() if not (folder / name / config).is_file()]
     if missing:
         raise FileNotFoundError(f"{folder} has no {', '.join(missing)}: a ValueGuidedRLPipeline folder holds unet/, "
                                 "value_function/ and scheduler/")
-    meta = _read_json(folder / "pipeline_config.json") if (folder / "pipeline_config.json").is_file() else {}
+    meta = read_json(folder / "pipeline_config.json") if (folder / "pipeline_config.json").is_file() else {}
     observation_dim, action_dim = meta.get("observation_dim"), meta.get("action_dim")
     if observation_dim is None:
         if not hasattr(env, "observation_space"):
             raise ValueError(f"{folder} records no dims (no pipeline_config.json, as the hub's folders): pass env= "
                              "the gym/gymnasium env the networks were trained for")
         observation_dim, action_dim = env.observation_space.shape[0], env.action_space.shape[0]
-    sched = _read_json(folder / "scheduler" / "scheduler_config.json")
+    sched = read_json(folder / "scheduler" / "scheduler_config.json")
     kind = sched.get("_class_name", "DDPMScheduler")
     if kind not in ("DDPMScheduler", "DDIMScheduler"):
         raise ValueError(f"{folder / 'scheduler'}: a {kind}; only DDPMScheduler and DDIMScheduler have a "
@@ -241,16 +240,6 @@ def read_pipeline(
         models[name] = model.to(device).eval()
     record = {**meta.get("sources", {}), "folder": str(folder.resolve())}
     return PretrainedParts(models["unet"], models["value_function"], scheduler, meta.get("env"), record)
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        value = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(value, dict):
-        raise ValueError(f"{path}: expected a JSON object, found {type(value).__name__}")
-    return value
 
 
 def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
