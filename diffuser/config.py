@@ -125,6 +125,8 @@ class PlannerConfig:
     # Fast modes (the original code's sampler when all are off; see diffuser/planning/guided.py); the strided
     # sampler also serves Maze2D, the warm start and bf16 only locomotion:
     n_sample_steps: Optional[int] = None  # strided sampler over this many of the N training steps; None: all N
+    scheduler: str = "ddpm"  # ddpm (the paper's; strided with n_sample_steps) or ddim (diffusion/schedulers.py)
+    eta: float = 0.0  # scheduler=ddim only: 0 deterministic, 1 the DDPM step
     warm_start_steps: int = 0  # >0: denoise the previous plan, shifted and noised, for only this many steps
     bf16: bool = False  # bfloat16 autocast for the networks
     # Maze2D closed loop (all off: the paper's planner, one plan per episode; see diffuser/planning/maze2d.py):

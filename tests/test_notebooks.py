@@ -56,3 +56,16 @@ def test_locomotion_tour(tmp_path):
     assert shown(outputs, "image/png") == 3  # return histogram, dataset composites, the guided plan
     assert shown(outputs, "text/html") == 1
     assert (tmp_path / "diffusion" / "media" / "notebook_rollout.mp4").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_pipeline_tour(tmp_path):
+    from test_pipeline import write_run_pair
+
+    write_run_pair(tmp_path / "runs")  # tiny networks written in-process: no training needed to plan
+    env = {"DIFFUSER_RUN": str(tmp_path / "runs" / "hopper-medium-v2" / "cpu"), "DIFFUSER_EPISODE_STEPS": "3"}
+    outputs = execute("03_pipeline.ipynb", env)
+    text = "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")
+    assert shown(outputs, "image/png") == 1  # the chosen plan
+    assert "round trip bit-identical: True" in text and "diffusers UNet1DModel vs ours" in text
+    assert "one env: (11,) → (3,)" in text and "DDIMScheduler(n_sample_steps=5, eta=0.5)" in text

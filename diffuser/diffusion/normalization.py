@@ -7,6 +7,8 @@ data to roughly [-1, 1] (Limits, SafeLimits, CDF) or to zero mean and unit varia
 
 from __future__ import annotations
 
+from typing import Mapping
+
 import numpy as np
 import torch
 from torch import nn
@@ -139,6 +141,18 @@ def _interp(x: torch.Tensor, xp: torch.Tensor, fp: torch.Tensor) -> torch.Tensor
     y0, y1 = fp.gather(1, lo), fp.gather(1, hi)
     w = ((flat - x0) / (x1 - x0).clamp(min=1e-12)).clamp(0, 1)
     return (y0 + w * (y1 - y0)).T.reshape(x.shape)
+
+
+def scalar_statistics(
+    data: Mapping[str, np.ndarray], action_dim: int, observation_dim: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """diffusers' ValueGuidedRLPipeline normalization: ONE mean and std (ddof 0) over all of 'actions' and one over
+    all of 'observations', repeated per dimension in our [actions, observations] layout: (D,), (D,)."""
+    parts = [(np.asarray(data["actions"], np.float64), action_dim),
+             (np.asarray(data["observations"], np.float64), observation_dim)]
+    mean = torch.cat([torch.full((n,), float(x.mean())) for x, n in parts])
+    std = torch.cat([torch.full((n,), float(x.std())) for x, n in parts])
+    return mean, std
 
 
 NORMALIZERS: dict[str, type[Normalizer]] = {

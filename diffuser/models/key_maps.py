@@ -274,3 +274,71 @@ def load_mapped(net: nn.Module, state: Mapping[str, Tensor], source: str) -> Non
         raise ValueError(f"{source}: weights do not match our {type(net).__name__}: missing {missing[:5]}, "
                          f"unexpected {unexpected[:5]}")
     net.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True)
+
+
+# ---------------------------------------------------------------------------------------------------- export
+def diffusers_config(kind: str, transition_dim: int, dim: int, dim_mults: tuple[int, ...]) -> dict:
+    """UNet1DModel config.json of our network: the Diffuser layout, as the hub's converted hopper-medium-v2
+    folders (``sample_size`` unused by the layout)."""
+    widths = [dim * m for m in dim_mults]
+    config = {
+        "_class_name": "UNet1DModel", "in_channels": transition_dim, "out_channels": transition_dim,
+        "extra_in_channels": 0, "sample_size": 65536, "block_out_channels": widths,
+        "down_block_types": ["DownResnetBlock1D"] * len(widths), "layers_per_block": 1,
+        "time_embedding_type": "positional", "use_timestep_embedding": True, "flip_sin_to_cos": False,
+        "freq_shift": 1, "norm_num_groups": 8, "act_fn": "mish",
+    }
+    if kind == "diffusion":
+        config.update(up_block_types=["UpResnetBlock1D"] * (len(widths) - 1), mid_block_type="MidResTemporalBlock1D",
+                      out_block_type="OutConv1DBlock", downsample_each_block=False)
+    else:
+        config.update(up_block_types=[], mid_block_type="ValueFunctionMidBlock1D", out_block_type="ValueFunction",
+                      downsample_each_block=True)
+    return config
+
+
+def _resblock_back(prefix: str, rest: str) -> str | None:
+    """``prefix`` + diffusers' name of a residual-block key ``rest`` (our names), or None if it has none."""
+    for theirs, ours in RESBLOCK.items():
+        if rest.startswith(ours + "."):
+            return f"{prefix}.{theirs}{rest[len(ours):]}"
+    return None
+
+
+_COMMON_BACK = [
+    (r"time_mlp\.1\.(\w+)", lambda m: f"time_mlp.linear_1.{m[1]}"),
+    (r"time_mlp\.3\.(\w+)", lambda m: f"time_mlp.linear_2.{m[1]}"),
+]
+OUR_UNET_KEYS = _COMMON_BACK + [
+    (r"downs\.(\d+)\.([01])\.(.+)", lambda m: _resblock_back(f"down_blocks.{m[1]}.resnets.{m[2]}", m[3])),
+    (r"downs\.(\d+)\.3\.conv\.(\w+)", lambda m: f"down_blocks.{m[1]}.downsample.conv.{m[2]}"),
+    (r"mid_block([12])\.(.+)", lambda m: _resblock_back(f"mid_block.resnets.{int(m[1]) - 1}", m[2])),
+    (r"ups\.(\d+)\.([01])\.(.+)", lambda m: _resblock_back(f"up_blocks.{m[1]}.resnets.{m[2]}", m[3])),
+    (r"ups\.(\d+)\.3\.conv\.(\w+)", lambda m: f"up_blocks.{m[1]}.upsample.conv.{m[2]}"),
+    (r"final_conv\.0\.block\.0\.(\w+)", lambda m: f"out_block.final_conv1d_1.{m[1]}"),
+    (r"final_conv\.0\.block\.2\.(\w+)", lambda m: f"out_block.final_conv1d_gn.{m[1]}"),
+    (r"final_conv\.1\.(\w+)", lambda m: f"out_block.final_conv1d_2.{m[1]}"),
+]
+OUR_VALUE_KEYS = _COMMON_BACK + [
+    (r"blocks\.(\d+)\.([01])\.(.+)", lambda m: _resblock_back(f"down_blocks.{m[1]}.resnets.{m[2]}", m[3])),
+    (r"blocks\.(\d+)\.2\.conv\.(\w+)", lambda m: f"down_blocks.{m[1]}.downsample.conv.{m[2]}"),
+    (r"mid_block([12])\.(.+)", lambda m: _resblock_back(f"mid_block.res{m[1]}", m[2])),
+    (r"mid_down([12])\.conv\.(\w+)", lambda m: f"mid_block.down{m[1]}.conv.{m[2]}"),
+    (r"final_block\.([02])\.(\w+)", lambda m: f"out_block.final_block.{m[1]}.{m[2]}"),
+]
+
+
+def ours_to_diffusers(state: Mapping[str, Tensor], kind: str, source: str) -> dict[str, Tensor]:
+    """Our TemporalUnet / ValueFunction keys → UNet1DModel's; a key with no counterpart (attention) is refused."""
+    patterns = OUR_UNET_KEYS if kind == "diffusion" else OUR_VALUE_KEYS
+    mapped, unknown = {}, []
+    for key, value in state.items():
+        theirs = _rename(patterns, key)
+        if theirs is None:
+            unknown.append(key)
+        else:
+            mapped[theirs] = value.detach().cpu().contiguous()
+    if unknown:
+        raise ValueError(f"{source}: {len(unknown)} keys have no counterpart in diffusers' UNet1DModel "
+                         f"(it has no attention blocks): {unknown[:5]}")
+    return mapped

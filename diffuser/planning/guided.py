@@ -5,6 +5,8 @@ candidates are denoised together with guidance, and each env executes the first 
 
 The defaults are the original code's sampler ("exact"). Fast modes, each off by default:
 - ``n_sample_steps``: a strided sampler over that many of the N training steps (``GaussianDiffusion.respace``);
+- ``scheduler``: a sampler object (``diffusion/schedulers.py``: DDPM, strided DDPM, DDIM), in place of
+  ``n_sample_steps``;
 - ``warm_start_steps`` = k: from the second call of an episode on, start from the env's previous best plan shifted
   by one step (the paper's Sec. 5.4), noised to the sampler's step k − 1, and denoise only the last k steps;
 - ``bf16``: run the networks under bfloat16 autocast (CPU or CUDA).
@@ -19,6 +21,7 @@ import torch
 
 from diffuser.diffusion.gaussian import GaussianDiffusion, TimestepMap
 from diffuser.diffusion.guidance import ValueGuide, guided_sample_fn
+from diffuser.diffusion.schedulers import DDPMScheduler
 from diffuser.planning.plan import Plan
 
 
@@ -36,32 +39,46 @@ class GuidedPlanner:
         t_stopgrad: int = 2,
         scale_grad_by_std: bool = True,
         n_sample_steps: int | None = None,
+        scheduler: DDPMScheduler | None = None,
         warm_start_steps: int = 0,
         bf16: bool = False,
+        horizon: int | None = None,
+        diffusers_grad_scale: bool = False,
     ):
-        if n_sample_steps is not None and n_sample_steps != diffusion.n_diffusion_steps:
-            diffusion = diffusion.respace(n_sample_steps)
-            timesteps = diffusion.model.timesteps
+        if scheduler is not None and n_sample_steps is not None:
+            raise ValueError(f"n_sample_steps={n_sample_steps} and scheduler={scheduler!r}: give the steps to the "
+                             "scheduler only")
+        scheduler = scheduler or DDPMScheduler(n_sample_steps)
+        sampled = scheduler.prepare(diffusion)
+        if sampled is not diffusion:
+            timesteps = sampled.model.timesteps
             # t_stopgrad counts training steps: guide none of the sampler's steps below it.
             t_stopgrad = int((timesteps < t_stopgrad).sum())
             if guide is not None:
                 guide = ValueGuide(TimestepMap(guide.model, timesteps.tolist()))
+        diffusion = sampled
         if not 0 <= warm_start_steps <= diffusion.n_diffusion_steps:
             raise ValueError(
                 f"warm_start_steps={warm_start_steps} must be between 0 (off) and the sampler's "
                 f"{diffusion.n_diffusion_steps} steps"
             )
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size} must be at least 1 (candidate plans per env)")
         self.diffusion = diffusion
         self.guide = guide
+        self.scheduler = scheduler
         self.batch_size = batch_size
+        self.horizon = horizon or diffusion.horizon
         self.warm_start_steps = warm_start_steps
         self.bf16 = bf16
         self.previous: dict[int, torch.Tensor] = {}  # env id → its last executed plan (normalized, (H, D))
-        self.sample_fn = None
+        # DDPM's step is p_sample_loop's own; any other scheduler replaces it.
+        step = None if type(scheduler) is DDPMScheduler else scheduler.step
+        self.sample_fn = step
         if guide is not None:
             self.sample_fn = guided_sample_fn(
                 guide, scale=scale, n_guide_steps=n_guide_steps, t_stopgrad=t_stopgrad,
-                scale_grad_by_std=scale_grad_by_std,
+                scale_grad_by_std=scale_grad_by_std, diffusers_grad_scale=diffusers_grad_scale, step=step,
             )
 
     @property
@@ -100,7 +117,7 @@ class GuidedPlanner:
         autocast = torch.autocast(device.type, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
         with autocast:
             sample = self.diffusion.conditional_sample(
-                {0: states}, sample_fn=self.sample_fn, generator=generator, x_init=x_init,
+                {0: states}, horizon=self.horizon, sample_fn=self.sample_fn, generator=generator, x_init=x_init,
                 n_steps=self.warm_start_steps if x_init is not None else None,
             )
         values = sample.values.float().reshape(n, self.batch_size)

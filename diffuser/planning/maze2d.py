@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from diffuser.diffusion.gaussian import GaussianDiffusion
+from diffuser.diffusion.schedulers import DDPMScheduler
 from diffuser.models.temporal_unet import check_horizon, horizon_multiple
 from diffuser.planning.plan import Plan
 
@@ -81,6 +82,7 @@ class Maze2dPlanner:
         n_candidates: int = 1,
         max_residual: float = float("inf"),
         n_sample_steps: int | None = None,
+        scheduler: DDPMScheduler | None = None,
         stride: int = 1,
     ):
         self.diffusion = diffusion
@@ -108,7 +110,13 @@ class Maze2dPlanner:
                 f"planner.n_sample_steps: {n_sample_steps} must be between 1 and the run's "
                 f"{diffusion.n_diffusion_steps} diffusion steps, or null"
             )
-        self.sampler = diffusion.respace(n_sample_steps) if n_sample_steps else diffusion
+        if scheduler is not None and n_sample_steps is not None:
+            raise ValueError(f"n_sample_steps={n_sample_steps} and scheduler={scheduler!r}: give the steps to the "
+                             "scheduler only")
+        self.scheduler = scheduler or DDPMScheduler(n_sample_steps)
+        self.sampler = self.scheduler.prepare(diffusion)
+        # DDPM's step is p_sample_loop's own; any other scheduler replaces it.
+        self.sample_fn = None if type(self.scheduler) is DDPMScheduler else self.scheduler.step
 
     def _sample(self, observations, goals, horizon, generator) -> np.ndarray:
         """(M, 4) starts, (M, 2) goals → (M, horizon, transition_dim) unnormalized samples."""
@@ -121,7 +129,7 @@ class Maze2dPlanner:
             0: diffusion.normalize_observation(observations),
             horizon - 1: diffusion.normalize_observation(goal_states),
         }
-        sample = diffusion.conditional_sample(cond, horizon=horizon, generator=generator)
+        sample = diffusion.conditional_sample(cond, horizon=horizon, generator=generator, sample_fn=self.sample_fn)
         return diffusion.unnormalize(sample.trajectories).cpu().numpy()
 
     @property

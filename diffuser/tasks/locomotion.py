@@ -16,6 +16,7 @@ import torch
 from diffuser.config import PlanConfig
 from diffuser.data.sequence import SequenceDataset
 from diffuser.diffusion.guidance import ValueGuide
+from diffuser.diffusion.schedulers import make_scheduler
 from diffuser.planning.bc import BCPlanner
 from diffuser.planning.episodes import LocomotionResults, run_locomotion_episodes
 from diffuser.planning.guided import GuidedPlanner
@@ -87,7 +88,7 @@ class LocomotionTask(Task):
         return GuidedPlanner(
             run.model, ValueGuide(value.model.model) if value is not None else None,
             batch_size=p.batch_size, scale=g.scale, n_guide_steps=g.n_guide_steps, t_stopgrad=g.t_stopgrad,
-            scale_grad_by_std=g.scale_grad_by_std, n_sample_steps=p.n_sample_steps,
+            scale_grad_by_std=g.scale_grad_by_std, scheduler=make_scheduler(p.scheduler, p.n_sample_steps, p.eta),
             warm_start_steps=p.warm_start_steps, bf16=p.bf16,
         )
 

@@ -13,6 +13,7 @@ import gymnasium
 
 from diffuser.config import EnvConfig, PlanConfig
 from diffuser.data.sequence import SequenceDataset
+from diffuser.diffusion.schedulers import make_scheduler
 from diffuser.planning.episodes import EpisodeResults, check_replanning, run_maze2d_episodes
 from diffuser.planning.maze2d import Maze2dPlanner, plan_lengths
 from diffuser.planning.report import write_maze2d_report
@@ -68,7 +69,7 @@ class Maze2dTask(Task):
         check_replanning(p.replan_lag, p.replan_every, p.replan_check_every, p.track_speed)
         return Maze2dPlanner(
             run.model, horizons=plan_lengths(p.horizon_fractions, run.model), n_candidates=p.n_candidates,
-            max_residual=p.max_residual, n_sample_steps=p.n_sample_steps,
+            max_residual=p.max_residual, scheduler=make_scheduler(p.scheduler, p.n_sample_steps, p.eta),
             stride=run.config["env"].get("stride", 1),  # runs written before env.stride plan every step
         )
 
