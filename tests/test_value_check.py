@@ -53,3 +53,12 @@ def test_replaying_an_episode_from_its_saved_state_gives_its_return():
     rewards[-1] -= 100.0
     expected = (rewards * 0.9 ** np.arange(len(rewards))).sum()
     assert got[0] == pytest.approx(expected, rel=1e-4, abs=1e-3)
+
+
+def test_a_folder_that_is_not_a_run_gets_one_line(tmp_path):
+    from diffuser.tools.value_check import main
+
+    with pytest.raises(SystemExit) as exit_info:  # SystemExit(message): Python prints it on stderr and exits 1
+        main(["--diffusion-run", str(tmp_path / "nothing"), "--value-run", str(tmp_path / "nothing")])
+    message = str(exit_info.value.code)
+    assert message.startswith("error:") and "is not a run folder" in message and "\n" not in message

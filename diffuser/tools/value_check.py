@@ -177,18 +177,20 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--output", default=None, help="write the measurements as JSON here")
     args = parser.parse_args(argv)
 
+    from diffuser.launch import user_errors
     from diffuser.tools.collect import recipe_policies, rollout
     from diffuser.tools.policies import load_policy
 
-    diffusion_run = load_run(args.diffusion_run, checkpoint=args.checkpoint)
-    value_run = load_run(args.value_run, checkpoint=args.value_checkpoint)
+    with user_errors():  # a folder that is not a run, a mismatched pair, no behaviour policy: one line, exit 1
+        diffusion_run = load_run(args.diffusion_run, checkpoint=args.checkpoint)
+        value_run = load_run(args.value_run, checkpoint=args.value_checkpoint)
+        check_compatible(diffusion_run, value_run, value_run.config["env"]["discount"])
+        (_, spec), *_ = recipe_policies(diffusion_run.config["env"]["name"])
+        policy = load_policy(spec, action_dim=diffusion_run.model.action_dim)
     env = diffusion_run.config["env"]
-    check_compatible(diffusion_run, value_run, value_run.config["env"]["discount"])
     diffusion, guide = diffusion_run.model, ValueGuide(value_run.model.model)
     name, gym_version = env["name"], env.get("gym_version", "v4")
     discount, penalty = value_run.config["env"]["discount"], value_run.config["env"]["termination_penalty"]
-    (_, spec), *_ = recipe_policies(name)
-    policy = load_policy(spec, action_dim=diffusion.action_dim)
     tick = time.perf_counter()
     fresh = rollout(name, policy, args.episodes_steps, args.seed, gym_version)
     episodes = split_episodes(fresh.arrays)
