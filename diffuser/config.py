@@ -64,6 +64,9 @@ class TrainerConfig:
     batch_size: int = 32  # per micro-batch
     gradient_accumulate_every: int = 2  # micro-batches per optimizer step
     learning_rate: float = 2e-4
+    lr_schedule: str = "constant"  # constant | cosine (a half cosine down to 0 at n_train_steps); not in the paper
+    lr_warmup_steps: int = 0  # linear warm-up steps before the schedule; not in the paper
+    bf16: bool = False  # bfloat16 autocast for the forward pass (weights, Adam, EMA stay float32); not in the paper
     ema_decay: float = 0.995
     step_start_ema: int = 2000  # before this step the EMA is a hard copy
     update_ema_every: int = 10

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -60,6 +61,20 @@ class BatchStream:
         self._perm = self._permutation()
 
 
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def learning_rate_at(step: int, base: float, n_train_steps: int, schedule: str = "constant", warmup_steps: int = 0) -> float:
+    """Learning rate of optimizer step ``step`` (0-based): a linear warm-up over ``warmup_steps`` to ``base``, then
+    ``base`` (constant) or a half cosine from ``base`` down to 0 at ``n_train_steps`` (cosine)."""
+    if step < warmup_steps:
+        return base * (step + 1) / warmup_steps
+    if schedule == "cosine":
+        progress = min(1.0, (step - warmup_steps) / max(1, n_train_steps - warmup_steps))
+        return base * 0.5 * (1.0 + math.cos(math.pi * progress))
+    return base
+
+
 class Trainer:
     """Trains ``model`` (whose forward(batch) returns (loss, info)) and keeps an EMA copy used for sampling/saving.
 
@@ -78,6 +93,9 @@ class Trainer:
         batch_size: int = 32,
         gradient_accumulate_every: int = 2,
         learning_rate: float = 2e-4,
+        lr_schedule: str = "constant",
+        lr_warmup_steps: int = 0,
+        bf16: bool = False,
         ema_decay: float = 0.995,
         step_start_ema: int = 2000,
         update_ema_every: int = 10,
@@ -92,6 +110,11 @@ class Trainer:
         progress: bool = True,
         dist: Distributed | None = None,
     ):
+        if lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"trainer.lr_schedule '{lr_schedule}' is not one of {list(LR_SCHEDULES)}")
+        if not 0 <= lr_warmup_steps < n_train_steps:
+            raise ValueError(f"trainer.lr_warmup_steps {lr_warmup_steps} must be at least 0 and below "
+                             f"trainer.n_train_steps ({n_train_steps})")
         self.dist = dist or Distributed()
         self.device = torch.device(device)
         self.model = model.to(self.device)
@@ -111,6 +134,8 @@ class Trainer:
         self.sample_fn = sample_fn
         self.progress = progress
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=learning_rate)
+        self.learning_rate, self.lr_schedule, self.lr_warmup_steps = learning_rate, lr_schedule, lr_warmup_steps
+        self.bf16 = bf16
         self.batches = BatchStream(len(dataset), batch_size, seed)  # the global batch; each rank takes its shard
         self.seed = seed
         self.step = 0
@@ -192,11 +217,17 @@ class Trainer:
         A NaN/inf loss or gradient norm raises NonFiniteLossError naming the step, before the optimizer step.
         """
         self.model.train()
+        lr = learning_rate_at(self.step, self.learning_rate, self.n_train_steps, self.lr_schedule, self.lr_warmup_steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        # bf16: the networks run under bfloat16 autocast; the weights, the optimizer and the EMA stay float32
+        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
         totals: dict[str, float] = {}
         for i in range(self.gradient_accumulate_every):
             batch = self.dataset.get_batch(self.dist.shard(self.batches.next())).to(self.device)
             with self.dist.no_sync(self.net, sync=i == self.gradient_accumulate_every - 1):
-                loss, info = self.net(batch)
+                with autocast:
+                    loss, info = self.net(batch)
                 finite = bool(torch.isfinite(loss))
                 if self.dist.any(not finite):  # all ranks stop together: none is left waiting in backward
                     self.optimizer.zero_grad(set_to_none=True)
