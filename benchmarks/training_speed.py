@@ -25,8 +25,9 @@ PRESETS = {"umaze": (128, 4, 2), "medium": (64, 4, 2), "large": (96, 4, 2)}
 
 def make_model(horizon: int, observation_dim: int, action_dim: int) -> GaussianDiffusion:
     net = TemporalUnet(horizon=horizon, transition_dim=observation_dim + action_dim, dim=16, dim_mults=(1, 4, 8))
-    return GaussianDiffusion(net, IdentityNormalizer(observation_dim + action_dim), horizon=horizon, observation_dim=observation_dim, action_dim=action_dim,
-                             n_diffusion_steps=64, clip_denoised=True)
+    return GaussianDiffusion(net, IdentityNormalizer(observation_dim + action_dim), horizon=horizon,
+                             observation_dim=observation_dim, action_dim=action_dim, n_diffusion_steps=64,
+                             clip_denoised=True)
 
 
 def timed_step(model: GaussianDiffusion, optimizer: torch.optim.Optimizer, batch: torch.Tensor, bf16: bool) -> float:

@@ -64,7 +64,8 @@ class BatchStream:
 LR_SCHEDULES = ("constant", "cosine")
 
 
-def learning_rate_at(step: int, base: float, n_train_steps: int, schedule: str = "constant", warmup_steps: int = 0) -> float:
+def learning_rate_at(step: int, base: float, n_train_steps: int, schedule: str = "constant",
+                     warmup_steps: int = 0) -> float:
     """Learning rate of optimizer step ``step`` (0-based): a linear warm-up over ``warmup_steps`` to ``base``, then
     ``base`` (constant) or a half cosine from ``base`` down to 0 at ``n_train_steps`` (cosine)."""
     if step < warmup_steps:
