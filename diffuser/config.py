@@ -141,6 +141,8 @@ class PlannerConfig:
     replan_every: int = 0  # >0: replan an episode whose plan is this many steps old
     replan_check_every: int = 10  # env steps between replanning checks (the stale episodes replan in one call)
     track_speed: float = 1.0  # Maze2D: run along the plan's path this many times faster than planned (1: the original)
+    track_p_gain: float = 1.0  # Maze2D tracker: a = k_p·(waypoint − position) + k_d·(its velocity − velocity)
+    track_d_gain: float = 1.0  # (1 and 1: the original rule)
 
 
 @dataclass

@@ -31,6 +31,13 @@ def test_faster_tracking_by_hand():
     np.testing.assert_allclose(track_waypoint(plan, 1, state, speed=1.5), [2.5 - 0.2, 2.0 - 0.1])
 
 
+def test_tracking_gains_by_hand():
+    plan = np.array([[0, 0, 0, 0], [1.0, 2.0, 0.5, -0.5], [3.0, 3.0, 1.0, 1.0]])
+    state = np.array([0.5, 1.0, 0.2, 0.1])
+    # position error (0.5, 1.0) and velocity error (0.3, -0.6), as above: 2·(0.5, 1.0) + 0.5·(0.3, -0.6)
+    np.testing.assert_allclose(track_waypoint(plan, 0, state, gains=(2.0, 0.5)), [1.0 + 0.15, 2.0 - 0.3])
+
+
 def make_planner(horizon=16):
     normalizer = make_normalizer("limits", 6).fit(np.array([[-1, -1, 0, 0, -5, -5], [1, 1, 4, 4, 5, 5]]))
     torch.manual_seed(0)
@@ -176,6 +183,9 @@ def test_needs_replan_by_hand():
     for speed in (0.0, -1.0, 5.0):
         with pytest.raises(ValueError, match="planner.track_speed"):
             check_replanning(0.0, 0, 10, speed)
+    for gains in ((0.0, 1.0), (1.0, -2.0), (1.0, 25.0)):
+        with pytest.raises(ValueError, match="planner.track_p_gain and planner.track_d_gain"):
+            check_replanning(0.0, 0, 10, 1.0, gains)
 
 
 CORNERS = np.array([[3.0, 1.0], [3.0, 3.0], [1.0, 3.0], [1.0, 1.0]])  # U-Maze's corridor, start arm to goal

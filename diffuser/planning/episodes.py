@@ -60,6 +60,7 @@ def run_maze2d_episodes(
     replan_every: int = 0,
     replan_check_every: int = 10,
     track_speed: float = 1.0,
+    track_gains: tuple[float, float] = (1.0, 1.0),
 ) -> EpisodeResults:
     """Reset env i with seed + i (Multi2D: also draw a random goal), plan all episodes in one call, then track.
 
@@ -69,9 +70,10 @@ def run_maze2d_episodes(
     old, are replanned from their current state in one batched ``planner.plan`` call. A new plan replaces an
     episode's current plan unless the planner measured it inconsistent (residual > ``planner.max_residual``) and no
     less so than the current one: the episode then keeps its plan and is checked again later. ``track_speed`` > 1
-    runs along each plan's path that many times faster than planned (``track_waypoint``; 1: the original).
+    runs along each plan's path that many times faster than planned, and ``track_gains`` (k_p, k_d) weigh its
+    position and velocity errors (``track_waypoint``; 1 and (1, 1): the original).
     """
-    check_replanning(replan_lag, replan_every, replan_check_every, track_speed)
+    check_replanning(replan_lag, replan_every, replan_check_every, track_speed, track_gains)
     n = len(envs)
     observations, goals = [], []
     for i, env in enumerate(envs):
@@ -105,7 +107,7 @@ def run_maze2d_episodes(
                     plans[i].append(plan.path(k))
                     planned_at[i], residuals[i] = t, new
         for i in np.flatnonzero(running):
-            action = track_waypoint(plans[i][-1], t - planned_at[i], states[i], track_speed)
+            action = track_waypoint(plans[i][-1], t - planned_at[i], states[i], track_speed, track_gains)
             state, reward, terminated, truncated, _ = envs[i].step(action)
             states[i] = state
             returns[i] += float(reward)
@@ -121,7 +123,8 @@ def run_maze2d_episodes(
 
 
 def check_replanning(
-    replan_lag: float, replan_every: int, replan_check_every: int, track_speed: float = 1.0
+    replan_lag: float, replan_every: int, replan_check_every: int, track_speed: float = 1.0,
+    track_gains: tuple[float, float] = (1.0, 1.0),
 ) -> None:
     """One clear error for replanning and tracking options out of range."""
     if not replan_lag >= 0 or replan_every < 0 or replan_check_every < 1:
@@ -131,6 +134,9 @@ def check_replanning(
         )
     if not 0 < track_speed <= 4:
         raise ValueError(f"planner.track_speed ({track_speed}) must lie in (0, 4] (1: follow the plan as timed)")
+    if not all(0 < k <= 20 for k in track_gains):
+        raise ValueError(f"planner.track_p_gain and planner.track_d_gain ({track_gains[0]}, {track_gains[1]}) must lie "
+                         "in (0, 20] (1 and 1: the original tracking rule)")
 
 
 def needs_replan(

@@ -182,12 +182,17 @@ def plan_state(planned_observations: np.ndarray, tau: float) -> np.ndarray:
     return planned_observations[j] * (1 - f) + planned_observations[min(j + 1, last)] * f
 
 
-def track_waypoint(planned_observations: np.ndarray, t: int, state: np.ndarray, speed: float = 1.0) -> np.ndarray:
+def track_waypoint(
+    planned_observations: np.ndarray, t: int, state: np.ndarray, speed: float = 1.0, gains: tuple[float, float] = (1, 1)
+) -> np.ndarray:
     """The original's tracking rule at env step t: a = (wp_xy − s_xy) + (wp_vel − s_vel).
 
     planned_observations: (H, 4); the waypoint is plan[t + 1], or the last planned position at rest once the plan
     is used up. state: (4,) = (qpos, qvel). speed > 1 (not in the original) runs along the plan's path ``speed``
-    times faster than planned: the waypoint is the plan at step speed·(t + 1), its velocity times speed.
+    times faster than planned: the waypoint is the plan at step speed·(t + 1), its velocity times speed. gains
+    (k_p, k_d) (not in the original, which has (1, 1)) weigh the two terms:
+    a = k_p·(wp_xy − s_xy) + k_d·(wp_vel − s_vel).
     """
     waypoint = plan_state(planned_observations, speed * (t + 1))
-    return (waypoint[:2] - state[:2]) + (speed * waypoint[2:] - state[2:])
+    k_p, k_d = gains
+    return k_p * (waypoint[:2] - state[:2]) + k_d * (speed * waypoint[2:] - state[2:])

@@ -66,7 +66,8 @@ class Maze2dTask(Task):
 
     def build_planner(self, run: Run, value: Run | None, config: PlanConfig) -> Maze2dPlanner:
         p = config.planner
-        check_replanning(p.replan_lag, p.replan_every, p.replan_check_every, p.track_speed)
+        check_replanning(p.replan_lag, p.replan_every, p.replan_check_every, p.track_speed,
+                         (p.track_p_gain, p.track_d_gain))
         return Maze2dPlanner(
             run.model, horizons=plan_lengths(p.horizon_fractions, run.model), n_candidates=p.n_candidates,
             max_residual=p.max_residual, scheduler=make_scheduler(p.scheduler, p.n_sample_steps, p.eta),
@@ -80,6 +81,7 @@ class Maze2dTask(Task):
             evaluation.envs, evaluation.planner, seed=config.seed, multi_task=p.multi_task,
             max_episode_steps=p.max_episode_steps, replan_lag=p.replan_lag, replan_every=p.replan_every,
             replan_check_every=p.replan_check_every, track_speed=p.track_speed,
+            track_gains=(p.track_p_gain, p.track_d_gain),
         )
         results.seconds = time.perf_counter() - tick
         return results
