@@ -37,6 +37,13 @@ def test_plan_options_compose(override):
     assert isinstance(compose_to_object("plan", [override]), PlanConfig)
 
 
+@pytest.mark.parametrize("planner", ["maze2d", "multi2d"])
+def test_paper_maze2d_planners_keep_the_original_tracking_rule(planner):
+    p = compose_to_object("plan", [f"planner={planner}"]).planner
+    assert (p.track_speed, p.track_p_gain, p.track_d_gain) == (1.0, 1.0, 1.0)
+    assert p.replan_lag == 0 and p.replan_every == 0 and p.horizon_fractions is None  # one plan, made once
+
+
 def test_default_is_the_cpu_preset_and_paper_presets_match_the_paper():
     default = compose_to_object("train", [])
     assert (default.env.name, default.exp_name, default.horizon) == ("maze2d-umaze-v1", "cpu", 128)
