@@ -188,27 +188,29 @@ def resolve_guide(guide: GuideConfig, dataset: str) -> GuideConfig:
     )
 
 
-# Paper presets of locomotion (experiment option → True for the halfcheetah architecture).
-PAPER_LOCOMOTION_EXPERIMENTS = {"locomotion": False, "locomotion_value": False, "halfcheetah": True,
-                                "halfcheetah_value": True}
+# Locomotion presets (experiment option) → the preset for the other architecture: hopper / walker2d (H 32, dim_mults
+# (1, 2, 4, 8)) against halfcheetah (H 4, dim_mults (1, 4, 8)), paper and CPU sizes alike.
+LOCOMOTION_EXPERIMENTS = {"locomotion": "halfcheetah", "locomotion_value": "halfcheetah_value",
+                          "locomotion_cpu": "halfcheetah_cpu", "locomotion_cpu_value": "halfcheetah_cpu_value"}
+LOCOMOTION_EXPERIMENTS.update({v: k for k, v in LOCOMOTION_EXPERIMENTS.items()})
 
 
 def check_paper_experiment(experiment: Optional[str], dataset: str) -> None:
-    """Refuse a paper locomotion preset (``experiment=...``) whose architecture is not the original's for ``dataset``,
-    naming the preset to pass. Other experiments (the CPU presets, Maze2D) are not checked."""
-    if experiment not in PAPER_LOCOMOTION_EXPERIMENTS:
+    """Refuse a locomotion preset (``experiment=...``) whose architecture is not the original's for ``dataset``,
+    naming the preset to pass. Other experiments (BC, Maze2D) are not checked."""
+    if experiment not in LOCOMOTION_EXPERIMENTS:
         return
-    value = "_value" if experiment.endswith("_value") else ""
-    halfcheetah_preset = PAPER_LOCOMOTION_EXPERIMENTS[experiment]
-    if dataset in HALFCHEETAH_DATASETS and not halfcheetah_preset:
+    other = LOCOMOTION_EXPERIMENTS[experiment]
+    value = experiment.endswith("_value")
+    if dataset in HALFCHEETAH_DATASETS and not experiment.startswith("halfcheetah"):
         raise ValueError(
-            f"{dataset} needs experiment=halfcheetah{value}: the original trains it with horizon 4 and dim_mults "
+            f"{dataset} needs experiment={other}: the original trains it with horizon 4 and dim_mults "
             f"(1, 4, 8){'' if value else ' and attention'}, and experiment={experiment} is the hopper / walker2d "
             "preset (horizon 32, dim_mults (1, 2, 4, 8))"
         )
-    if halfcheetah_preset and not dataset.startswith("halfcheetah"):
+    if experiment.startswith("halfcheetah") and not dataset.startswith("halfcheetah"):
         raise ValueError(
-            f"{dataset} needs experiment=locomotion{value}: experiment={experiment} is the halfcheetah preset "
+            f"{dataset} needs experiment={other}: experiment={experiment} is the halfcheetah preset "
             "(horizon 4, dim_mults (1, 4, 8)); pass env.name=halfcheetah-... with it"
         )
 

@@ -57,7 +57,7 @@ def test_default_is_the_cpu_preset_and_paper_presets_match_the_paper():
         assert not config.diffusion.predict_epsilon and config.trainer.n_train_steps == 2_000_000
 
 
-@pytest.mark.parametrize("preset", ["locomotion_cpu", "locomotion", "halfcheetah"])
+@pytest.mark.parametrize("preset", ["locomotion_cpu", "locomotion", "halfcheetah", "halfcheetah_cpu"])
 def test_locomotion_presets_pair_with_their_value_presets(preset):
     diffusion = compose_to_object("train", [f"experiment={preset}"])
     value = compose_to_object("train", [f"experiment={preset}_value"])
@@ -75,6 +75,10 @@ def test_locomotion_cpu_preset_is_small_and_bc_keeps_its_width():
     assert (bc.model.kind, bc.model.dim) == ("bc", 256)  # not the width the diffusion overlays set
     paper = compose_to_object("train", ["experiment=locomotion"])
     assert (paper.model.dim, paper.horizon, paper.trainer.n_train_steps) == (32, 32, 1_000_000)
+    cheetah = compose_to_object("train", ["experiment=halfcheetah_cpu"])
+    assert (cheetah.env.name, cheetah.horizon, cheetah.model.dim_mults, cheetah.model.attention) == (
+        "halfcheetah-medium-v2", 4, [1, 4, 8], True)
+    assert cheetah.trainer.n_train_steps == diffusion.trainer.n_train_steps
     # The paper presets' constants and each dataset's guide: tests/test_presets.py.
 
 

@@ -1,5 +1,7 @@
 """Guided sampling: the properties that drifted in the original and in the diffusers port."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -133,3 +135,16 @@ def test_unguided_planner_runs_without_a_value_model():
     planner = GuidedPlanner(make_diffusion(), None, batch_size=2)
     step = planner.plan(np.zeros((2, OBS)), generator=torch.Generator().manual_seed(0))
     assert step.first_actions.shape == (2, ACT) and (step.values == 0).all()
+
+
+@pytest.mark.parametrize("options,named", [
+    ({"scale": -0.1}, "guide.scale=-0.1"),
+    ({"scale": float("nan")}, "guide.scale=nan"),
+    ({"n_guide_steps": -1}, "guide.n_guide_steps=-1"),
+    ({"t_stopgrad": -1}, "guide.t_stopgrad=-1"),
+    ({"t_stopgrad": N_STEPS + 1}, f"guide.t_stopgrad={N_STEPS + 1}"),
+])
+def test_a_guide_option_out_of_range_is_refused_by_name(options, named):
+    with pytest.raises(ValueError, match=f"^{re.escape(named)} must"):
+        GuidedPlanner(make_diffusion(), ValueGuide(FirstStateValue()), **options)
+    GuidedPlanner(make_diffusion(), None, **options)  # unguided: the guide's options are not used

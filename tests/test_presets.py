@@ -121,8 +121,12 @@ def test_cpu_planner_on_hopper_keeps_its_settings():
     ("locomotion_value", "halfcheetah-medium-replay-v2", "experiment=halfcheetah_value"),
     ("halfcheetah", "hopper-medium-v2", "experiment=locomotion"),
     ("halfcheetah_value", "walker2d-medium-expert-v2", "experiment=locomotion_value"),
+    ("locomotion_cpu", "halfcheetah-medium-v2", "experiment=halfcheetah_cpu"),
+    ("locomotion_cpu_value", "halfcheetah-medium-v2", "experiment=halfcheetah_cpu_value"),
+    ("halfcheetah_cpu", "hopper-medium-v2", "experiment=locomotion_cpu"),
+    ("halfcheetah_cpu_value", "walker2d-medium-v2", "experiment=locomotion_cpu_value"),
 ])
-def test_a_paper_preset_on_the_other_architectures_data_is_refused(experiment, dataset, needs):
+def test_a_preset_on_the_other_architectures_data_is_refused(experiment, dataset, needs):
     with pytest.raises(ValueError, match=f"^{dataset} needs {needs}[:;]"):
         check_paper_experiment(experiment, dataset)
 
@@ -132,8 +136,9 @@ def test_a_paper_preset_on_the_other_architectures_data_is_refused(experiment, d
     ("locomotion_value", "walker2d-medium-replay-v2"),
     ("halfcheetah", "halfcheetah-medium-expert-v2"),
     ("halfcheetah_value", "halfcheetah-medium-v2"),
-    ("locomotion_cpu", "halfcheetah-medium-v2"),  # our CPU presets keep their own settings
-    ("locomotion_cpu_value", "halfcheetah-medium-v2"),
+    ("locomotion_cpu", "walker2d-medium-v2"),
+    ("halfcheetah_cpu_value", "halfcheetah-medium-v2"),
+    ("locomotion_bc", "halfcheetah-medium-v2"),  # BC has no horizon
     ("maze2d_umaze", "maze2d-umaze-v1"),
     (None, "halfcheetah-medium-v2"),
 ])

@@ -15,6 +15,7 @@ The defaults are the original code's sampler ("exact"). Fast modes, each off by 
 from __future__ import annotations
 
 import contextlib
+import math
 
 import numpy as np
 import torch
@@ -48,6 +49,8 @@ class GuidedPlanner:
         if scheduler is not None and n_sample_steps is not None:
             raise ValueError(f"n_sample_steps={n_sample_steps} and scheduler={scheduler!r}: give the steps to the "
                              "scheduler only")
+        if guide is not None:
+            check_guide_options(scale, n_guide_steps, t_stopgrad, diffusion.n_diffusion_steps)
         scheduler = scheduler or DDPMScheduler(n_sample_steps)
         sampled = scheduler.prepare(diffusion)
         if sampled is not diffusion:
@@ -130,3 +133,15 @@ class GuidedPlanner:
         return Plan(
             trajectories[..., :action_dim], trajectories[..., action_dim:], values=values.max(dim=1).values.cpu().numpy()
         )
+
+
+def check_guide_options(scale: float, n_guide_steps: int, t_stopgrad: int, n_diffusion_steps: int) -> None:
+    """One clear error for a guide option out of range (guide.scale, guide.n_guide_steps, guide.t_stopgrad)."""
+    if not math.isfinite(scale) or scale < 0:
+        raise ValueError(f"guide.scale={scale} must be a finite number >= 0 (0: the value only ranks the candidates; "
+                         "the original uses 0.1, or 0.001 for halfcheetah)")
+    if n_guide_steps < 0:
+        raise ValueError(f"guide.n_guide_steps={n_guide_steps} must be >= 0 (gradient steps per denoising step)")
+    if not 0 <= t_stopgrad <= n_diffusion_steps:
+        raise ValueError(f"guide.t_stopgrad={t_stopgrad} must be between 0 and the model's {n_diffusion_steps} "
+                         "diffusion steps (no gradient for t < t_stopgrad)")
