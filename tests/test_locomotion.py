@@ -56,6 +56,7 @@ def test_train_value_bc_and_plan_with_guidance(tmp_path, hopper_dir):
     assert [e["seed"] for e in results["episodes"]] == [0, 1]
     assert all(1 <= e["length"] <= 4 for e in results["episodes"])
     assert results["summary"]["seconds_per_step"] > 0 and results["value_run"] == str(value)
+    assert results["summary"]["falls"] == sum(e["terminal"] for e in results["episodes"])
     assert (out / "media" / "rollout.mp4").stat().st_size > 0
     # MuJoCo composites: sampled plans while training (sample_freq 2 of 4 steps), each episode's first plan here.
     assert sorted(p.name for p in (diffusion / "media").iterdir()) == ["samples_0000002.png", "samples_0000004.png"]
@@ -77,6 +78,10 @@ def test_train_value_bc_and_plan_with_guidance(tmp_path, hopper_dir):
               env_dir=hopper_dir, check=False)
     assert bad.returncode == 1 and "error: n_sample_steps=50 must be between 1" in bad.stderr
     assert "Traceback" not in bad.stderr and sorted((diffusion / "plans").iterdir()) == folders
+    bad = run("plan.py", *plan, "guide.scale=-1", f"diffusion_run={diffusion}", f"value_run={value}",
+              env_dir=hopper_dir, check=False)
+    assert bad.returncode == 1 and bad.stderr.strip().splitlines()[-1].startswith("error: guide.scale=-1.0 must be")
+    assert sorted((diffusion / "plans").iterdir()) == folders
 
     # Mismatched pairs are refused with one line naming both sides.
     bad = run("plan.py", *plan, f"diffusion_run={diffusion}", f"value_run={value}", "env.discount=0.99",

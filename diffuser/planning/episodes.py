@@ -165,9 +165,13 @@ class LocomotionResults:
     frames: np.ndarray | None = None  # (T, H, W, 3) uint8 of the first episode
 
     def summary(self) -> dict[str, float]:
-        """Mean ± standard error of scores and returns (see episode_summary), plus planning latency."""
+        """Mean ± standard error of scores and returns (see episode_summary), how many episodes ended in a fall
+        (termination) and the median step of those falls, plus planning latency."""
         summary = episode_summary(self.returns, self.normalized_scores, self.lengths)
-        return {**summary, "seconds_per_step": self.seconds_per_step}
+        falls = self.lengths[self.terminals]
+        fall_step = float(np.median(falls)) if len(falls) else None
+        return {**summary, "falls": int(len(falls)), "fall_step_median": fall_step,
+                "seconds_per_step": self.seconds_per_step}
 
 
 def run_locomotion_episodes(

@@ -138,8 +138,8 @@ class GuidedPlanner:
 def check_guide_options(scale: float, n_guide_steps: int, t_stopgrad: int, n_diffusion_steps: int) -> None:
     """One clear error for a guide option out of range (guide.scale, guide.n_guide_steps, guide.t_stopgrad)."""
     if not math.isfinite(scale) or scale < 0:
-        raise ValueError(f"guide.scale={scale} must be a finite number >= 0 (0: the value only ranks the candidates; "
-                         "the original uses 0.1, or 0.001 for halfcheetah)")
+        raise ValueError(f"guide.scale={scale} must be a finite number >= 0 (0: the value only ranks the "
+                         "candidates; the original uses 0.1, or 0.001 for halfcheetah)")
     if n_guide_steps < 0:
         raise ValueError(f"guide.n_guide_steps={n_guide_steps} must be >= 0 (gradient steps per denoising step)")
     if not 0 <= t_stopgrad <= n_diffusion_steps:
