@@ -130,9 +130,8 @@ class GuidedPlanner:
             self.previous.update(zip(env_ids, chosen))
         trajectories = self.diffusion.unnormalize(chosen).cpu().numpy()
         action_dim = self.diffusion.action_dim
-        return Plan(
-            trajectories[..., :action_dim], trajectories[..., action_dim:], values=values.max(dim=1).values.cpu().numpy()
-        )
+        best = values.max(dim=1).values.cpu().numpy()
+        return Plan(trajectories[..., :action_dim], trajectories[..., action_dim:], values=best)
 
 
 def check_guide_options(scale: float, n_guide_steps: int, t_stopgrad: int, n_diffusion_steps: int) -> None:
