@@ -167,8 +167,8 @@ class PlanConfig:
 # datasets of the paper train H 4 with dim_mults (1, 4, 8) (attention in the diffusion model) and guide with scale
 # 0.001 from t = 4; hopper-medium-expert guides with scale 0.0001 from t = 4. Hydra's defaults list cannot branch on a
 # value such as env.name, so the names are listed here, once: plan.py fills an unset guide scale / t_stopgrad from
-# them (resolve_guide), and train.py refuses a paper preset built for the other architecture
-# (check_paper_experiment).
+# them (resolve_guide), and train.py refuses a locomotion preset built for the other architecture
+# (check_locomotion_experiment).
 HALFCHEETAH_DATASETS = ("halfcheetah-medium-v2", "halfcheetah-medium-replay-v2", "halfcheetah-medium-expert-v2")
 ORIGINAL_GUIDES: dict[str, tuple[float, int]] = {  # dataset → (scale, t_stopgrad)
     **{name: (0.001, 4) for name in HALFCHEETAH_DATASETS},
@@ -195,7 +195,7 @@ LOCOMOTION_EXPERIMENTS = {"locomotion": "halfcheetah", "locomotion_value": "half
 LOCOMOTION_EXPERIMENTS.update({v: k for k, v in LOCOMOTION_EXPERIMENTS.items()})
 
 
-def check_paper_experiment(experiment: Optional[str], dataset: str) -> None:
+def check_locomotion_experiment(experiment: Optional[str], dataset: str) -> None:
     """Refuse a locomotion preset (``experiment=...``) whose architecture is not the original's for ``dataset``,
     naming the preset to pass. Other experiments (BC, Maze2D) are not checked."""
     if experiment not in LOCOMOTION_EXPERIMENTS:

@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterator
 
 from omegaconf import DictConfig, OmegaConf
 
-from diffuser.config import PlanConfig, TrainConfig, check_paper_experiment, register_configs, resolve_guide
+from diffuser.config import PlanConfig, TrainConfig, check_locomotion_experiment, register_configs, resolve_guide
 
 
 def configure() -> None:
@@ -154,8 +154,8 @@ def start_training(cfg: DictConfig):
     from diffuser.training.distributed import Distributed
     from diffuser.training.setup import resume_config
 
-    with user_errors():  # a paper preset on a dataset the original trains with other settings → one line
-        check_paper_experiment(HydraConfig.get().runtime.choices.get("experiment"), cfg.env.name)
+    with user_errors():  # a locomotion preset on a dataset the original trains with other settings → one line
+        check_locomotion_experiment(HydraConfig.get().runtime.choices.get("experiment"), cfg.env.name)
     dist = Distributed.start()  # torchrun (or SLURM tasks): one process per device; otherwise a single process
     with user_errors():
         config: TrainConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]

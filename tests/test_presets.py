@@ -15,7 +15,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from diffuser.config import check_paper_experiment, register_configs, resolve_guide
+from diffuser.config import check_locomotion_experiment, register_configs, resolve_guide
 
 REPO = Path(__file__).resolve().parents[1]
 register_configs()
@@ -128,7 +128,7 @@ def test_cpu_planner_on_hopper_keeps_its_settings():
 ])
 def test_a_preset_on_the_other_architectures_data_is_refused(experiment, dataset, needs):
     with pytest.raises(ValueError, match=f"^{dataset} needs {needs}[:;]"):
-        check_paper_experiment(experiment, dataset)
+        check_locomotion_experiment(experiment, dataset)
 
 
 @pytest.mark.parametrize("experiment,dataset", [
@@ -142,8 +142,8 @@ def test_a_preset_on_the_other_architectures_data_is_refused(experiment, dataset
     ("maze2d_umaze", "maze2d-umaze-v1"),
     (None, "halfcheetah-medium-v2"),
 ])
-def test_matching_presets_and_our_own_presets_are_accepted(experiment, dataset):
-    check_paper_experiment(experiment, dataset)
+def test_matching_presets_are_accepted(experiment, dataset):
+    check_locomotion_experiment(experiment, dataset)
 
 
 def test_train_py_refuses_the_hopper_preset_on_halfcheetah_in_one_line(tmp_path):
