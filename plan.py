@@ -23,7 +23,7 @@ def main(cfg: DictConfig) -> None:
     from diffuser.tasks import task_for
     from diffuser.utils.seeding import resolve_device, seed_everything
 
-    config = launch.plan_config(cfg)  # an unset guide scale / t_stopgrad: the original's for the dataset
+    config = launch.plan_config(cfg)  # unset guide scale / t_stopgrad: the original's; unset warm start: t_stopgrad + 2
     seed_everything(config.seed)
     with launch.user_errors():  # bad input (no run, unreadable weights, wrong dims, bad options) → one line
         task = task_for(config.env.name)

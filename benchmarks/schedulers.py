@@ -4,10 +4,11 @@ Usage: ``python benchmarks/schedulers.py [--preset cpu|paper] [--threads 1] [--r
 [--run DIFFUSION_RUN --value-run VALUE_RUN]``. Not a test.
 
 The planners are ``GuidedPlanner``s at the Hopper settings of ``planning_speed.py`` (random weights, or a trained
-pair with ``--run``), identical but for the scheduler (``diffuser/diffusion/schedulers.py``) and, for the CPU preset's
-own row, the 2-step warm start. Each row plans N envs per call (N × candidates plans); env steps/s = N / median
-seconds per call; the ratio is to the paper's DDPM over all 20 steps at the same N. Calls are timed round-robin
-after a warm-up, so machine noise hits every row alike.
+pair with ``--run``), identical but for the scheduler (``diffuser/diffusion/schedulers.py``) and, for the warm-start
+rows, the warm start: 4 steps, the first two guided (the CPU preset), or 2, both below t_stopgrad (selection only).
+Each row plans N envs per call (N × candidates plans); env steps/s = N / median seconds per call; the ratio is to
+the paper's DDPM over all 20 steps at the same N. Calls are timed round-robin after a warm-up, so machine noise hits
+every row alike.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from planning_speed import PRESETS, build_ours
 # name → (scheduler, warm_start_steps)
 ROWS = {
     "DDPM 20 (paper)": (DDPMScheduler(), 0),
-    "DDPM 20, warm start 2 (CPU preset)": (DDPMScheduler(), 2),
+    "DDPM 20, warm start 4 (CPU preset)": (DDPMScheduler(), 4),
+    "DDPM 20, warm start 2 (selection)": (DDPMScheduler(), 2),
     "strided DDPM 10": (DDPMScheduler(10), 0),
     "strided DDPM 5": (DDPMScheduler(5), 0),
     "DDIM η=0, 10": (DDIMScheduler(10), 0),

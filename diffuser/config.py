@@ -130,7 +130,8 @@ class PlannerConfig:
     n_sample_steps: Optional[int] = None  # strided sampler over this many of the N training steps; None: all N
     scheduler: str = "ddpm"  # ddpm (the paper's; strided with n_sample_steps) or ddim (diffusion/schedulers.py)
     eta: float = 0.0  # scheduler=ddim only: 0 deterministic, 1 the DDPM step
-    warm_start_steps: int = 0  # >0: denoise the previous plan, shifted and noised, for only this many steps
+    warm_start_steps: Optional[int] = 0  # >0: denoise the previous plan, shifted and noised, for only this many
+    #   steps; None: guide.t_stopgrad + 2, so that the value gradient acts at the first two (resolve_warm_start)
     bf16: bool = False  # bfloat16 autocast for the networks
     # Maze2D closed loop (all off: the paper's planner, one plan per episode; see diffuser/planning/maze2d.py):
     horizon_fractions: Optional[list[float]] = None  # candidate plan lengths as fractions of the run's horizon
@@ -186,6 +187,15 @@ def resolve_guide(guide: GuideConfig, dataset: str) -> GuideConfig:
         scale=scale if guide.scale is None else guide.scale,
         t_stopgrad=t_stopgrad if guide.t_stopgrad is None else guide.t_stopgrad,
     )
+
+
+def resolve_warm_start(planner: PlannerConfig, guide: GuideConfig) -> PlannerConfig:
+    """The planner with an unset (None) warm_start_steps replaced by guide.t_stopgrad + 2: the warm start's first two
+    steps lie at or above t_stopgrad, so the value gradient acts at them (the CPU default: 4 on hopper and walker2d,
+    6 on halfcheetah; with guide=none, whose t_stopgrad is 0, a 2-step warm start). A number is kept as given."""
+    if planner.warm_start_steps is not None:
+        return planner
+    return dataclasses.replace(planner, warm_start_steps=guide.t_stopgrad + 2)
 
 
 # Locomotion presets (experiment option) → the preset for the other architecture: hopper / walker2d (H 32, dim_mults

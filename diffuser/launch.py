@@ -15,7 +15,8 @@ from typing import Any, Callable, Iterator
 
 from omegaconf import DictConfig, OmegaConf
 
-from diffuser.config import PlanConfig, TrainConfig, check_locomotion_experiment, register_configs, resolve_guide
+from diffuser.config import (PlanConfig, TrainConfig, check_locomotion_experiment, register_configs, resolve_guide,
+                             resolve_warm_start)
 
 
 def configure() -> None:
@@ -183,6 +184,8 @@ def training(dist: Any) -> Iterator[None]:
 
 
 def plan_config(cfg: DictConfig) -> PlanConfig:
-    """The typed plan config, with an unset guide scale / t_stopgrad filled with the original's for the dataset."""
+    """The typed plan config, with an unset guide scale / t_stopgrad filled with the original's for the dataset, then
+    an unset warm start from the guide's t_stopgrad."""
     config: PlanConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
-    return dataclasses.replace(config, guide=resolve_guide(config.guide, config.env.name))
+    guide = resolve_guide(config.guide, config.env.name)
+    return dataclasses.replace(config, guide=guide, planner=resolve_warm_start(config.planner, guide))

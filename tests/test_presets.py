@@ -21,9 +21,10 @@ REPO = Path(__file__).resolve().parents[1]
 register_configs()
 
 
-def composed(name, *overrides):
+def composed(name, *overrides, to_object=True):
     with initialize_config_dir(config_dir=str(REPO / "configs"), version_base=None):
-        return OmegaConf.to_object(compose(config_name=name, overrides=list(overrides)))
+        cfg = compose(config_name=name, overrides=list(overrides))
+    return OmegaConf.to_object(cfg) if to_object else cfg
 
 
 # Shared by every paper preset: the original's trainer (Adam 2e-4, 2 micro-batches of 32, EMA 0.995 every 10 steps,
@@ -106,13 +107,24 @@ def test_guide_values_given_on_the_command_line_or_by_option_are_kept():
         assert (guide.scale, guide.t_stopgrad) == expected, overrides
 
 
-def test_cpu_planner_on_hopper_keeps_its_settings():
-    """python plan.py env=locomotion planner=locomotion_cpu (hopper-medium-v2): 8 candidates, a 2-step warm start and
-    the base guide (0.1, 2), as before per-dataset settings existed."""
-    config = composed("plan", "env=locomotion", "planner=locomotion_cpu")
-    guide = resolve_guide(config.guide, config.env.name)
-    assert (config.env.name, guide.scale, guide.t_stopgrad) == ("hopper-medium-v2", 0.1, 2)
-    assert (config.planner.batch_size, config.planner.warm_start_steps) == (8, 2)
+@pytest.mark.parametrize("dataset,overrides,expected", [
+    # hopper / walker2d guide from t_stopgrad 2: the warm start's 4 steps are t = 3, 2 (gradient), 1, 0 (no gradient)
+    ("hopper-medium-v2", [], 4),
+    ("walker2d-medium-v2", [], 4),
+    ("halfcheetah-medium-v2", [], 6),  # t_stopgrad 4: t = 5, 4 take the gradient
+    ("hopper-medium-v2", ["guide=none"], 2),  # no value: t_stopgrad 0, the 2-step warm start of the "no value" rows
+    ("hopper-medium-v2", ["guide.t_stopgrad=5"], 7),
+    ("hopper-medium-v2", ["planner.warm_start_steps=2"], 2),  # a number is kept: selection only
+    ("halfcheetah-medium-v2", ["planner.warm_start_steps=0"], 0),  # the exact sampler
+])
+def test_cpu_planner_warm_start_lets_the_gradient_act_at_two_steps(dataset, overrides, expected):
+    """python plan.py env=locomotion planner=locomotion_cpu: 8 candidates and, unless given, a warm start of
+    t_stopgrad + 2 steps, as plan.py resolves it."""
+    from diffuser.launch import plan_config
+
+    config = plan_config(composed("plan", "env=locomotion", "planner=locomotion_cpu", f"env.name={dataset}",
+                                  *overrides, to_object=False))
+    assert (config.planner.batch_size, config.planner.warm_start_steps) == (8, expected)
 
 
 @pytest.mark.parametrize("experiment,dataset,needs", [

@@ -114,9 +114,9 @@ def test_bad_scheduler_options_are_refused_by_name():
 
 def test_plan_config_scheduler_reaches_the_locomotion_planner():
     from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
 
     from diffuser.config import register_configs
+    from diffuser.launch import plan_config
     from diffuser.runs.load import Run
     from diffuser.tasks import task_for
     from test_configs import CONFIGS
@@ -126,7 +126,7 @@ def test_plan_config_scheduler_reaches_the_locomotion_planner():
         cfg = compose(config_name="plan", overrides=["env=locomotion", "planner=locomotion_cpu", "guide=none",
                                                      "planner.scheduler=ddim", "planner.n_sample_steps=5",
                                                      "planner.eta=0.5"])
-    config = OmegaConf.to_object(cfg)
+    config = plan_config(cfg)
     run = Run(None, {"model": {"kind": "diffusion"}}, ours(), 0, None)
     planner = task_for(config.env.name).build_planner(run, None, config)
     assert isinstance(planner.scheduler, DDIMScheduler) and planner.scheduler.eta == 0.5
