@@ -63,7 +63,7 @@ class GuidedPlanner:
         if not 0 <= warm_start_steps <= diffusion.n_diffusion_steps:
             raise ValueError(
                 f"warm_start_steps={warm_start_steps} must be between 0 (off) and the sampler's "
-                f"{diffusion.n_diffusion_steps} steps"
+                f"{diffusion.n_diffusion_steps} steps (planner.warm_start_steps; unset, it is guide.t_stopgrad + 2)"
             )
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size} must be at least 1 (candidate plans per env)")
