@@ -33,12 +33,13 @@ def main(cfg: DictConfig) -> None:
         dataset = build_dataset(data, config.env, horizon=config.horizon, kind=config.model.kind)
         model = build_model(
             config.model.kind, dataset.normalizer, horizon=config.horizon, observation_dim=dataset.observation_dim,
-            action_dim=dataset.action_dim, model=config.model, diffusion=config.diffusion,
+            action_dim=dataset.action_dim, model=config.model, diffusion=config.diffusion, iql=config.iql,
+            discount=config.env.discount,
         )
     logger, sample_fn, t = None, None, config.trainer
     if dist.is_main:  # only rank 0 writes the run folder and makes the W&B run
         logger = open_train_run(config, dataset, dataset_path, dist.world_size)
-        if config.model.kind == "diffusion":  # value and BC models sample nothing
+        if config.model.kind == "diffusion":  # value, BC and IQL models sample nothing
             sample_fn = task.sample_fn(dataset, logger, config.run_dir, gym_version=config.env.gym_version,
                                        n_samples=t.n_samples, seed=config.seed)
     with launch.training(dist):  # divergence, a damaged checkpoint, another rank's failure → one line

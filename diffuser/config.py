@@ -38,8 +38,8 @@ class EnvConfig:
 class ModelConfig:
     """Network: the diffusion TemporalUnet or the ValueFunction."""
 
-    kind: str = "diffusion"  # diffusion | value | bc
-    dim: int = 32  # base channel width (bc: hidden width of the MLP)
+    kind: str = "diffusion"  # diffusion | value | bc | iql
+    dim: int = 32  # base channel width (bc, iql: hidden width of the MLPs)
     dim_mults: list[int] = field(default_factory=lambda: [1, 4, 8])  # absolute width multipliers per level
     attention: bool = False  # linear attention in every level (HalfCheetah)
 
@@ -54,6 +54,15 @@ class DiffusionConfig:
     clip_denoised: bool = True  # clamp predicted x0 to [-1, 1] (Maze2D with the Limits normalizer)
     action_weight: float = 1.0  # loss weight of the first action
     loss_discount: float = 1.0  # per-step loss weight discount (normalized to mean 1)
+
+
+@dataclass
+class IQLConfig:
+    """IQL critics (model.kind=iql; diffuser/baselines/iql.py): CORL's settings. The discount is env.discount."""
+
+    expectile: float = 0.7  # τ of the expectile V loss
+    beta: float = 3.0  # inverse temperature of the advantage weights of the policy
+    target_update: float = 0.005  # α of the Polyak update of the target Q networks, every optimizer step
 
 
 @dataclass
@@ -94,6 +103,7 @@ class TrainConfig:
     env: EnvConfig = field(default_factory=EnvConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    iql: IQLConfig = field(default_factory=IQLConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     horizon: int = 128

@@ -9,7 +9,7 @@ from diffuser.config import EnvConfig, PlanConfig
 from diffuser.diffusion.gaussian import GaussianDiffusion
 from diffuser.diffusion.normalization import IdentityNormalizer, make_normalizer
 from diffuser.models import TemporalUnet
-from diffuser.planning.bc import BCPlanner
+from diffuser.planning.policy import PolicyPlanner
 from diffuser.planning.guided import GuidedPlanner
 from diffuser.planning.maze2d import Maze2dPlanner
 from diffuser.planning.plan import Plan
@@ -58,7 +58,7 @@ def test_every_planner_follows_one_protocol():
                                   n_diffusion_steps=3)
     policy = MLPPolicy(make_normalizer("identity", obs + act), observation_dim=obs, action_dim=act, hidden_dim=8)
     observations, goals = np.zeros((3, obs)), np.ones((3, 2))
-    for planner in (Maze2dPlanner(diffusion), GuidedPlanner(diffusion, None, batch_size=2), BCPlanner(policy)):
+    for planner in (Maze2dPlanner(diffusion), GuidedPlanner(diffusion, None, batch_size=2), PolicyPlanner(policy)):
         planner.reset()
         plan = planner.plan(observations, goals, generator=torch.Generator().manual_seed(0), env_ids=[0, 1, 2])
         assert isinstance(plan, Plan) and isinstance(planner.device, torch.device)

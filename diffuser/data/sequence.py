@@ -134,7 +134,7 @@ class SequenceDataset(torch.utils.data.Dataset):
         rewards[real] = np.asarray(data["rewards"], dtype=np.float32)[rows]
         last_rows = offsets + lengths - 1
         rewards[last_rows[terminal]] += termination_penalty
-        self._rewards, self._last_rows = rewards, last_rows
+        self._rewards, self._last_rows, self._terminal = rewards, last_rows, terminal
         self._values: np.ndarray | None = None
 
         starts_per_episode = []
@@ -223,3 +223,34 @@ class ValueDataset(SequenceDataset):
         batch.values = torch.from_numpy(((returns - mean) / std).astype(np.float32))
         return batch
 
+
+
+class TransitionDataset(SequenceDataset):
+    """Transitions (s, a, r, s', d) for TD critics (IQL): two-row windows [[a, s], [a', s']] with the first row's
+    reward and d = 1 where that row ended its episode in a terminal state.
+
+    Every row of an episode is a transition except the last row of an episode that timed out (its next state is not
+    in the data); the last row of a terminal episode is kept (d = 1, its s' is a padding row that d zeroes). Rewards
+    are scaled by 1000 / (max − min episode return), CORL's reward normalization for locomotion, so γ and the
+    learning rate mean the same on every dataset; ``reward_scale`` holds the factor.
+    """
+
+    def __init__(self, data: Mapping[str, np.ndarray], **kwargs):
+        kwargs = {**kwargs, "horizon": 2, "use_padding": True}
+        super().__init__(data, **kwargs)
+        lengths, last_rows = self.path_lengths, self._last_rows
+        episode_returns = np.add.reduceat(self._rewards, last_rows - lengths + 1)
+        spread = float(episode_returns.max() - episode_returns.min())
+        self.reward_scale = 1000.0 / spread if spread > 0 else 1.0
+        self.indices = np.concatenate([
+            np.arange(last - n + 1, last + (1 if ended else 0)) for last, n, ended in zip(last_rows, lengths, self._terminal)
+        ])
+        self._terminal_rows = np.zeros(len(self._rewards), dtype=np.float32)
+        self._terminal_rows[last_rows[self._terminal]] = 1.0
+
+    def get_batch(self, idx: np.ndarray) -> Batch:
+        batch = super().get_batch(idx)
+        rows = self.indices[np.asarray(idx)]
+        batch.rewards = torch.from_numpy(self._rewards[rows] * np.float32(self.reward_scale))
+        batch.terminals = torch.from_numpy(self._terminal_rows[rows])
+        return batch

@@ -19,18 +19,21 @@ Conditions = Mapping[int, torch.Tensor]
 @dataclass
 class Batch:
     """A training batch. trajectories: (B, H, D) normalized, actions first; conditions: {k: (B, observation_dim)};
-    values: (B,) value targets (ValueDataset only)."""
+    values: (B,) value targets (ValueDataset only); rewards and terminals: (B,) of each window's first transition
+    (TransitionDataset only: r and d of (s, a, r, s', d))."""
 
     trajectories: torch.Tensor
     conditions: dict[int, torch.Tensor]
     values: torch.Tensor | None = None
+    rewards: torch.Tensor | None = None
+    terminals: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> "Batch":
         """Move every tensor to ``device``."""
         return Batch(
             self.trajectories.to(device),
             {k: v.to(device) for k, v in self.conditions.items()},
-            None if self.values is None else self.values.to(device),
+            *(None if t is None else t.to(device) for t in (self.values, self.rewards, self.terminals)),
         )
 
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from diffuser.baselines.bc import MLPPolicy
-from diffuser.config import DiffusionConfig, ModelConfig
+from diffuser.baselines.iql import IQL
+from diffuser.config import DiffusionConfig, IQLConfig, ModelConfig
 from diffuser.diffusion.gaussian import GaussianDiffusion, ValueDiffusion
 from diffuser.diffusion.normalization import Normalizer
 from diffuser.models import TemporalUnet, ValueFunction
 
-MODEL_KINDS = ("diffusion", "value", "bc")
+MODEL_KINDS = ("diffusion", "value", "bc", "iql")
 
 
 def build_model(
@@ -20,12 +21,19 @@ def build_model(
     action_dim: int,
     model: ModelConfig,
     diffusion: DiffusionConfig,
-) -> GaussianDiffusion | MLPPolicy:
-    """GaussianDiffusion over a TemporalUnet, ValueDiffusion over a ValueFunction, or the BC MLPPolicy."""
+    iql: IQLConfig | None = None,
+    discount: float = 0.99,
+) -> GaussianDiffusion | MLPPolicy | IQL:
+    """GaussianDiffusion over a TemporalUnet, ValueDiffusion over a ValueFunction, the BC MLPPolicy, or IQL's
+    critics and policy (``iql`` settings and ``discount``, env.discount, for kind iql only)."""
     if kind not in MODEL_KINDS:
         raise ValueError(f"unknown model kind '{kind}'; valid: {list(MODEL_KINDS)}")
     if kind == "bc":
         return MLPPolicy(normalizer, observation_dim=observation_dim, action_dim=action_dim, hidden_dim=model.dim)
+    if kind == "iql":
+        iql = iql or IQLConfig()
+        return IQL(normalizer, observation_dim=observation_dim, action_dim=action_dim, hidden_dim=model.dim,
+                   discount=discount, expectile=iql.expectile, beta=iql.beta, target_update=iql.target_update)
     transition_dim = observation_dim + action_dim
     net_cls = ValueFunction if kind == "value" else TemporalUnet
     net = net_cls(

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from diffuser.config import DiffusionConfig, ModelConfig
+from diffuser.config import DiffusionConfig, IQLConfig, ModelConfig
 from diffuser.diffusion.normalization import make_normalizer
 from diffuser.runs.build import build_model
 from diffuser.runs.checkpoint import latest_checkpoint, load_weights, read_config
@@ -43,6 +43,8 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu", checkpoint
         action_dim=dims["action_dim"],
         model=ModelConfig(**config["model"]),
         diffusion=DiffusionConfig(**config["diffusion"]),
+        iql=IQLConfig(**config.get("iql", {})),
+        discount=config["env"]["discount"],
     )
     step = load_weights(model, ckpt / "model.safetensors")
     return Run(run_dir, config, model.to(device).eval(), step, ckpt)

@@ -22,7 +22,7 @@ from diffuser.config import EnvConfig, PlanConfig
 from diffuser.data.d4rl import DatasetNotFoundError, find_dataset, load_d4rl
 from diffuser.data.minari import is_minari, load_for_env
 from diffuser.data.preprocess import preprocess
-from diffuser.data.sequence import GoalDataset, SequenceDataset, ValueDataset
+from diffuser.data.sequence import GoalDataset, SequenceDataset, TransitionDataset, ValueDataset
 from diffuser.planning.plan import Planner
 from diffuser.runs.build import MODEL_KINDS
 from diffuser.runs.load import Run, check_env_dims, find_latest_run, load_run
@@ -45,23 +45,26 @@ class Evaluation:
 
 
 def build_dataset(data: dict[str, np.ndarray], env: EnvConfig, *, horizon: int, kind: str) -> SequenceDataset:
-    """ValueDataset for value models; GoalDataset or SequenceDataset for diffusion models; horizon-1 windows for BC."""
+    """ValueDataset for value models; GoalDataset or SequenceDataset for diffusion models; horizon-1 windows for BC;
+    transitions (s, a, r, s', d) for IQL."""
     if kind not in MODEL_KINDS:
         raise ValueError(f"unknown model kind '{kind}'; valid: {list(MODEL_KINDS)}")
     if env.stride != 1 and not (kind == "diffusion" and env.goal_conditioned):
         raise ValueError(
             f"env.stride: {env.stride} is for Maze2D diffusion runs (goal-conditioned, plans tracked by a controller); "
-            "locomotion and value/BC runs execute every step: use env.stride=1"
+            "locomotion and value/BC/IQL runs execute every step: use env.stride=1"
         )
     cls, extra = SequenceDataset, {}
-    if kind == "value":
+    if kind == "iql":
+        cls = TransitionDataset
+    elif kind == "value":
         cls, extra = ValueDataset, {"targets": env.value_targets}
     elif kind == "diffusion" and env.goal_conditioned:
         cls = GoalDataset
     return cls(
         data,
         **extra,
-        horizon=1 if kind == "bc" else horizon,
+        horizon=1 if kind == "bc" else horizon,  # IQL: always two rows
         normalizer=env.normalizer,
         max_path_length=env.max_path_length,
         use_padding=env.use_padding,

@@ -17,7 +17,7 @@ from diffuser.config import PlanConfig
 from diffuser.data.sequence import SequenceDataset
 from diffuser.diffusion.guidance import ValueGuide
 from diffuser.diffusion.schedulers import make_scheduler
-from diffuser.planning.bc import BCPlanner
+from diffuser.planning.policy import PolicyPlanner
 from diffuser.planning.episodes import LocomotionResults, run_locomotion_episodes
 from diffuser.planning.guided import GuidedPlanner
 from diffuser.planning.plan import Planner
@@ -80,10 +80,10 @@ class LocomotionTask(Task):
                 for i in range(config.planner.n_episodes)]
 
     def build_planner(self, run: Run, value: Run | None, config: PlanConfig) -> Planner:
-        """BCPlanner for a BC run; else GuidedPlanner (unguided without a value run). Bad planner options (steps out
-        of range) are refused here."""
-        if run.config["model"]["kind"] == "bc":
-            return BCPlanner(run.model)
+        """PolicyPlanner for a BC or IQL run; else GuidedPlanner (unguided without a value run). Bad planner options
+        (steps out of range) are refused here."""
+        if run.config["model"]["kind"] in ("bc", "iql"):
+            return PolicyPlanner(run.model)
         g, p = config.guide, config.planner
         return GuidedPlanner(
             run.model, ValueGuide(value.model.model) if value is not None else None,

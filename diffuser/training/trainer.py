@@ -78,6 +78,7 @@ def learning_rate_at(step: int, base: float, n_train_steps: int, schedule: str =
 
 class Trainer:
     """Trains ``model`` (whose forward(batch) returns (loss, info)) and keeps an EMA copy used for sampling/saving.
+    A model with target networks (IQL) has ``update_targets()``, called after every optimizer step.
 
     Under DDP (``dist`` from torchrun) every rank runs this loop on its shard of each global batch; only rank 0 logs
     (``logger`` is None elsewhere), samples and writes checkpoints.
@@ -245,6 +246,8 @@ class Trainer:
             raise self._diverged(f"the gradient norm is {totals['grad_norm']}")
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        if hasattr(self.model, "update_targets"):  # a model with target networks (IQL) moves them after each step
+            self.model.update_targets()
         return totals
 
     def train(self) -> None:

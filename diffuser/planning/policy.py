@@ -1,18 +1,27 @@
-"""The behaviour-cloning policy behind the planner protocol (baselines/bc.py holds the network)."""
+"""A policy network behind the planner protocol: BC (baselines/bc.py) or IQL's policy (baselines/iql.py)."""
 
 from __future__ import annotations
+
+from typing import Protocol
 
 import numpy as np
 import torch
 
-from diffuser.baselines.bc import MLPPolicy
 from diffuser.planning.plan import Plan
 
 
-class BCPlanner:
-    """The BC policy behind the planner interface: observations (N, observation_dim) → Plan."""
+class Policy(Protocol):
+    def act(self, observations: torch.Tensor) -> torch.Tensor:
+        """Raw observations (N, observation_dim) → raw actions (N, action_dim)."""
+        ...
 
-    def __init__(self, policy: MLPPolicy):
+    def parameters(self): ...
+
+
+class PolicyPlanner:
+    """A memoryless policy behind the planner interface: observations (N, observation_dim) → Plan of one step."""
+
+    def __init__(self, policy: Policy):
         self.policy = policy
 
     @property
@@ -26,8 +35,8 @@ class BCPlanner:
         self, observations: np.ndarray, goals: np.ndarray | None = None, generator: torch.Generator | None = None,
         env_ids: list[int] | None = None,
     ) -> Plan:
-        """Act on N observations at once: plans of one step (goals, generator and env_ids are unused: the BC policy
-        is deterministic)."""
+        """Act on N observations at once: plans of one step (goals, generator and env_ids are unused: the policy
+        acts deterministically)."""
         obs = torch.as_tensor(np.asarray(observations), dtype=torch.float32, device=self.device)
         actions = self.policy.act(obs).cpu().numpy()
         return Plan(actions[:, None], np.asarray(observations)[:, None], values=np.zeros(len(actions)))
