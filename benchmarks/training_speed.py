@@ -1,28 +1,36 @@
-"""Time training steps of the CPU presets' networks with and without bf16 autocast (``trainer.bf16``), side by side.
+"""Time the trainer's step on the presets' networks, against its own forward + backward passes, side by side.
 
-Usage: ``python benchmarks/training_speed.py [--repeats 15] [--threads 2] [--presets umaze medium large ...]``.
-Each preset's network and loss (x0 prediction, batch 32 × 2) trains on random windows: the Maze2D presets (dim 16,
-dim_mults (1, 4, 8), N 64), the hopper/walker2d network (H 32, dim_mults (1, 2, 4, 8), N 20) at the CPU preset's
-dim 16 and the paper's dim 32, and the halfcheetah CPU network (H 4, dim 16, (1, 4, 8), attention). float32 and bf16
-steps alternate in one process so machine noise hits both alike, and medians are quoted. The bf16 / fp32 ratio says
-how many more steps bf16 buys in the same wall time; "vs first" compares each row's faster mode with the first row
-timed. Not a test.
+Usage: ``python benchmarks/training_speed.py [--repeats 30] [--threads 1] [--presets tiny hopper16 ...] [--bf16]``.
+
+For each preset, one process times, in turn (round-robin, so machine noise hits every mode alike; medians quoted):
+- **step**: ``Trainer.train_step()`` of the real trainer on a synthetic window dataset (batch 32 × 2: gather the
+  batch, two micro-batches of forward + backward, gradient norm, divergence guard, Adam);
+- **passes**: the same two micro-batches of forward + backward alone, then zeroing the gradients: the arithmetic a
+  step cannot avoid;
+- **step bf16** (with ``--bf16``): the step under bfloat16 autocast (``trainer.bf16``).
+
+"fixed cost" = step / passes: what the step costs beyond its passes (1.00 = none). steps/s and samples/s (64 windows
+per step) are the step's. Presets: the tiny test network (dim 8, H 16), the Maze2D CPU presets (dim 16, dim_mults
+(1, 4, 8), N 64), hopper/walker2d at the CPU preset's dim 16 and the paper's dim 32 (H 32, (1, 2, 4, 8), N 20), the
+halfcheetah CPU network (H 4, dim 16, (1, 4, 8), attention) and the paper U-Maze network (dim 32, H 128). On a
+machine with CUDA, the GPU rows time the same on the GPU (synchronised). Not a test.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import statistics
 import time
 from dataclasses import dataclass
 
 import torch
 
+from diffuser.diffusion.conditioning import Batch
 from diffuser.diffusion.gaussian import GaussianDiffusion
 from diffuser.diffusion.normalization import IdentityNormalizer
 from diffuser.models import TemporalUnet
-
+from diffuser.runs.logger import Logger
+from diffuser.training.trainer import Trainer
 
 
 @dataclass(frozen=True)
@@ -37,13 +45,32 @@ class Preset:
 
 
 PRESETS = {
+    "tiny": Preset(16, 4, 2, 8, (1, 2, 4), 20),  # the test suite's size
     "umaze": Preset(128, 4, 2, 16, (1, 4, 8), 64),  # experiment=maze2d_umaze_cpu
     "medium": Preset(64, 4, 2, 16, (1, 4, 8), 64),  # experiment=maze2d_medium_cpu
     "large": Preset(96, 4, 2, 16, (1, 4, 8), 64),  # experiment=maze2d_large_cpu
     "hopper16": Preset(32, 11, 3, 16, (1, 2, 4, 8), 20),  # experiment=locomotion_cpu on hopper-medium-v2
-    "hopper32": Preset(32, 11, 3, 32, (1, 2, 4, 8), 20),  # the same at the paper's width (experiment=locomotion)
+    "hopper32": Preset(32, 11, 3, 32, (1, 2, 4, 8), 20),  # the paper's width (experiment=locomotion)
     "halfcheetah16": Preset(4, 17, 6, 16, (1, 4, 8), 20, attention=True),  # experiment=halfcheetah_cpu
+    "umaze_paper": Preset(128, 4, 2, 32, (1, 4, 8), 64),  # experiment=maze2d_umaze (the paper's)
 }
+
+
+class RandomWindows:
+    """A window dataset of random [a, s] rows held on ``device`` (what the trainer gathers batches from)."""
+
+    def __init__(self, preset: Preset, n: int, device: torch.device):
+        generator = torch.Generator().manual_seed(0)
+        shape = (n, preset.horizon, preset.observation_dim + preset.action_dim)
+        self.windows = (torch.rand(shape, generator=generator) * 2 - 1).to(device)
+        self.action_dim = preset.action_dim
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def get_batch(self, idx) -> Batch:
+        x = self.windows[torch.as_tensor(idx, device=self.windows.device)]
+        return Batch(x, {0: x[:, 0, self.action_dim :]})
 
 
 def make_model(preset: Preset) -> GaussianDiffusion:
@@ -55,43 +82,67 @@ def make_model(preset: Preset) -> GaussianDiffusion:
                              n_diffusion_steps=preset.n_diffusion_steps)
 
 
-def timed_step(model: GaussianDiffusion, optimizer: torch.optim.Optimizer, batch: torch.Tensor, bf16: bool) -> float:
-    """One optimizer step of two micro-batches (the presets' gradient_accumulate_every), in seconds."""
+def timed(fn, device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     start = time.perf_counter()
-    for micro in batch.chunk(2):
-        with torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
-            loss, _ = model.loss(micro, {0: micro[:, 0, model.action_dim:]})
-        (loss / 2).backward()
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     return time.perf_counter() - start
 
 
+def bench(preset: Preset, device: torch.device, repeats: int, bf16: bool, run_dir: str) -> dict[str, float]:
+    """Median seconds of a step, of its passes, and of a bf16 step."""
+    torch.manual_seed(0)
+    dataset = RandomWindows(preset, 512, device)
+    trainers = {"step": Trainer(make_model(preset), dataset, Logger(run_dir, backend="disabled"), run_dir,
+                                n_train_steps=10**9, device=device, progress=False)}
+    if bf16:
+        trainers["step bf16"] = Trainer(make_model(preset), dataset, Logger(run_dir, backend="disabled"), run_dir,
+                                        n_train_steps=10**9, device=device, progress=False, bf16=True)
+    plain = trainers["step"].model
+    batch = dataset.get_batch(torch.arange(64) % len(dataset))
+
+    def passes() -> None:
+        for micro in (batch.trajectories[:32], batch.trajectories[32:]):
+            loss, _ = plain.loss(micro, {0: micro[:, 0, preset.action_dim :]})
+            (loss / 2).backward()
+        plain.zero_grad(set_to_none=True)
+
+    modes = {name: trainer.train_step for name, trainer in trainers.items()}
+    modes["passes"] = passes
+    times: dict[str, list[float]] = {name: [] for name in modes}
+    for repeat in range(repeats + 3):  # three warm-up rounds
+        for name, fn in modes.items():
+            seconds = timed(fn, device)
+            if repeat >= 3:
+                times[name].append(seconds)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Training steps/s with and without bf16 autocast.")
-    parser.add_argument("--repeats", type=int, default=15, help="timed steps of each kind per preset")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads (the machine's cores)")
-    parser.add_argument("--presets", nargs="+", default=list(PRESETS), choices=list(PRESETS))
+    parser = argparse.ArgumentParser(description="Trainer step against its forward + backward passes.")
+    parser.add_argument("--repeats", type=int, default=30, help="timed rounds per preset")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--presets", nargs="+", default=["tiny", "hopper16"], choices=list(PRESETS))
+    parser.add_argument("--bf16", action="store_true", help="also time the step under bf16 autocast")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--run-dir", default="/tmp/diffuser_training_speed", help="scratch folder (nothing saved)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"{'preset':>13} {'fp32 steps/s':>13} {'bf16 steps/s':>13} {'bf16 / fp32':>12} {'vs first':>9}   "
-          f"({args.threads} threads, median of {args.repeats})")
-    first = None
-    for name in args.presets:
-        preset = PRESETS[name]
-        torch.manual_seed(0)
-        model = make_model(preset)
-        optimizer = torch.optim.Adam(model.parameters(), lr=5e-4)
-        batch = torch.rand(64, preset.horizon, preset.observation_dim + preset.action_dim) * 2 - 1
-        times: dict[bool, list[float]] = {False: [], True: []}
-        for repeat in range(args.repeats + 2):  # two warm-up rounds
-            for bf16 in (False, True):
-                seconds = timed_step(model, optimizer, batch, bf16)
-                if repeat >= 2:
-                    times[bf16].append(seconds)
-        fp32, bf16 = (statistics.median(times[k]) for k in (False, True))
-        first = first or min(fp32, bf16)
-        print(f"{name:>13} {1 / fp32:>13.2f} {1 / bf16:>13.2f} {fp32 / bf16:>11.2f}x {first / min(fp32, bf16):>8.2f}x")
+    device = torch.device(args.device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {args.threads} thread(s)"
+    print(f"{name}, torch {torch.__version__}, batch 32 x 2, median of {args.repeats} rounds")
+    print(f"{'preset':>13} {'steps/s':>9} {'samples/s':>10} {'passes/s':>9} {'fixed cost':>11}"
+          + (f" {'bf16 steps/s':>13} {'bf16 / fp32':>12}" if args.bf16 else ""))
+    for preset_name in args.presets:
+        t = bench(PRESETS[preset_name], device, args.repeats, args.bf16, args.run_dir)
+        line = (f"{preset_name:>13} {1 / t['step']:>9.2f} {64 / t['step']:>10.0f} {1 / t['passes']:>9.2f} "
+                f"{t['step'] / t['passes']:>10.3f}x")
+        if args.bf16:
+            line += f" {1 / t['step bf16']:>13.2f} {t['step'] / t['step bf16']:>11.2f}x"
+        print(line, flush=True)
 
 
 if __name__ == "__main__":

@@ -119,6 +119,8 @@ class GuideConfig:
     """Value guidance of the reverse process (locomotion; the original's ``n_step_guided_p_sample``)."""
 
     kind: str = "value"  # value | none
+    critic: str = "value"  # whose gradient guides (and, unless planner.select says otherwise, which ranks the
+    #   candidates): value (the value UNet, the paper's) | iql_v (Σ_h V(s_h) of an IQL run) | iql_q (Q(s_0, a_0))
     scale: Optional[float] = None  # step size of the guide gradient; None: the original's for env.name (resolve_guide)
     n_guide_steps: int = 2  # gradient steps per denoising step
     t_stopgrad: Optional[int] = None  # no guidance for t < t_stopgrad; None: the original's for env.name
@@ -143,6 +145,10 @@ class PlannerConfig:
     warm_start_steps: Optional[int] = 0  # >0: denoise the previous plan, shifted and noised, for only this many
     #   steps; None: guide.t_stopgrad + 2, so that the value gradient acts at the first two (resolve_warm_start)
     bf16: bool = False  # bfloat16 autocast for the networks
+    select: Optional[str] = None  # locomotion: the critic that ranks the candidates (value | iql_v | iql_q);
+    #   None: guide.critic (planning/critics.py). Not in the paper
+    fresh_candidates: int = 0  # locomotion: unguided candidates per env from fresh noise beside the guided ones
+    fresh_steps: int = 4  # DDIM steps (η 0) of those fresh candidates
     # Maze2D closed loop (all off: the paper's planner, one plan per episode; see diffuser/planning/maze2d.py):
     horizon_fractions: Optional[list[float]] = None  # candidate plan lengths as fractions of the run's horizon
     #   (rounded to lengths the network takes); the shortest dynamically consistent plan is kept
@@ -166,6 +172,8 @@ class PlanConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     diffusion_run: Optional[str] = None  # run folder (diffusion or bc); None = newest under runs/<env>/<exp_name>/
     value_run: Optional[str] = None  # locomotion with guide=value: the value run folder
+    critic_run: Optional[str] = None  # locomotion with an IQL critic (guide.critic / planner.select iql_*): the IQL
+    #   run folder; None = newest under runs/<env>/iql/
     checkpoint: Optional[str] = None  # step folder name; None = the run's latest
     exp_name: str = "cpu"
     runs_root: str = "runs"

@@ -81,7 +81,7 @@ def test_loss_value_by_hand_conditioned_entries_have_zero_error():
     expected = (error * weights).mean()
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
     # a0_loss as the original logs it: the first action's unweighted error divided by action_weight.
-    assert info["a0_loss"] == pytest.approx((x[:, 0, :ACT] ** 2).mean().item() / 7.0, rel=1e-5)
+    assert float(info["a0_loss"]) == pytest.approx((x[:, 0, :ACT] ** 2).mean().item() / 7.0, rel=1e-5)
 
 
 def test_conditioning_holds_after_every_step():
@@ -143,8 +143,8 @@ def test_value_diffusion_loss_and_shapes():
     target = torch.randn(6)
     loss, info = value(Batch(x, {0: x[:, 0, ACT:]}, target))
     loss.backward()
-    assert torch.isfinite(loss) and -1 <= info["corr"] <= 1
-    assert info["targ_mean"] == pytest.approx(target.mean().item(), rel=1e-5)
+    assert torch.isfinite(loss) and -1 <= float(info["corr"]) <= 1
+    assert float(info["targ_mean"]) == pytest.approx(target.mean().item(), rel=1e-5)
     assert ValueGuide(value.model)(x, torch.zeros(6, dtype=torch.long)).shape == (6,)
 
 

@@ -44,8 +44,8 @@ def test_value_loss_is_the_batch_mse_on_the_conditioned_noisy_input():
     prediction = state.double().sum(dim=1).numpy()
     expected = np.mean((prediction - target.double().numpy()) ** 2)
     assert loss.item() == pytest.approx(expected, rel=1e-6)
-    assert info["pred_mean"] == pytest.approx(prediction.mean(), rel=1e-5)
-    assert info["corr"] == pytest.approx(np.corrcoef(prediction, target.numpy())[0, 1], rel=1e-5)
+    assert float(info["pred_mean"]) == pytest.approx(prediction.mean(), rel=1e-5)
+    assert float(info["corr"]) == pytest.approx(np.corrcoef(prediction, target.numpy())[0, 1], rel=1e-5)
 
 
 def value_preset(*overrides):

@@ -29,11 +29,11 @@ class MLPPolicy(nn.Module):
             width = hidden_dim
         self.net = nn.Sequential(*layers, nn.Linear(width, action_dim))
 
-    def forward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+    def forward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """MSE between predicted and data actions of the first transition of each window (normalized)."""
         first = batch.trajectories[:, 0]
         loss = F.mse_loss(self.net(first[:, self.action_dim :]), first[:, : self.action_dim])
-        return loss, {"loss": loss.item()}
+        return loss, {"loss": loss.detach()}
 
     @torch.no_grad()
     def act(self, observations: torch.Tensor) -> torch.Tensor:

@@ -96,7 +96,7 @@ class IQL(nn.Module):
         return (-0.5 * z.square() - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
 
     # ------------------------------------------------------------------ training
-    def forward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+    def forward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """L_V + L_Q + L_π on a batch of two-row windows [[a, s], [a', s']] with rewards and terminals."""
         a, s = batch.trajectories[:, 0, : self.action_dim], batch.trajectories[:, 0, self.action_dim :]
         s_next = batch.trajectories[:, 1, self.action_dim :]
@@ -111,8 +111,8 @@ class IQL(nn.Module):
         weights = torch.exp(self.beta * advantage).clamp(max=MAX_ADVANTAGE_WEIGHT)
         policy_loss = -(weights * self.log_prob(s, a)).mean()
         loss = v_loss + q_loss + policy_loss
-        return loss, {"loss": loss.item(), "v_loss": v_loss.item(), "q_loss": q_loss.item(),
-                      "policy_loss": policy_loss.item(), "v": v.mean().item(), "advantage": advantage.mean().item()}
+        return loss, {"loss": loss.detach(), "v_loss": v_loss.detach(), "q_loss": q_loss.detach(),
+                      "policy_loss": policy_loss.detach(), "v": v.detach().mean(), "advantage": advantage.mean()}
 
     @torch.no_grad()
     def update_targets(self) -> None:

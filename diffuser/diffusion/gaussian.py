@@ -197,7 +197,7 @@ class GaussianDiffusion(nn.Module):
         return strided.to(self.schedule.betas.device)
 
     # ------------------------------------------------------------------ training
-    def loss(self, x_start: torch.Tensor, cond: Conditions) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, x_start: torch.Tensor, cond: Conditions) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Weighted L2 between the (conditioned) prediction and its target at a uniform random step.
 
         x_start: (B, H, D) normalized clean trajectories. Logs ``a0_loss`` as the original's WeightedLoss does: the
@@ -213,9 +213,9 @@ class GaussianDiffusion(nn.Module):
         error = (output - target) ** 2
         loss = (error * self.loss_weights[: x_start.shape[1]]).mean()
         a0_loss = (error[:, 0, : self.action_dim] / self.loss_weights[0, : self.action_dim]).mean()
-        return loss, {"loss": loss.item(), "a0_loss": a0_loss.item()}
+        return loss, {"loss": loss.detach(), "a0_loss": a0_loss.detach()}
 
-    def forward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+    def forward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Training loss of a batch (trajectories and conditions)."""
         return self.loss(batch.trajectories, batch.conditions)
 
@@ -224,22 +224,22 @@ class ValueDiffusion(GaussianDiffusion):
     """Value model J(x_t, t) trained by MSE against the return of the clean window, on noised conditioned inputs."""
 
     def loss(self, x_start: torch.Tensor, cond: Conditions, target: torch.Tensor):  # type: ignore[override]
-        """MSE(V(x_t, t), target); x_start: (B, H, D), target: (B,). Logs prediction/target statistics."""
+        """MSE(V(x_t, t), target); x_start: (B, H, D), target: (B,). Logs prediction/target statistics (tensors on
+        the device; the correlation is NaN where either side is constant)."""
         t = torch.randint(0, self.n_diffusion_steps, (x_start.shape[0],), device=x_start.device)
         x_noisy = apply_conditioning(self.q_sample(x_start, t, torch.randn_like(x_start)), cond, self.action_dim)
         pred = self.model(x_noisy, t).squeeze(-1)
         loss = F.mse_loss(pred, target)
-        p, y = pred.detach().cpu().numpy(), target.detach().cpu().numpy()
-        corr = float(np.corrcoef(p, y)[0, 1]) if len(p) > 1 and p.std() > 0 and y.std() > 0 else float("nan")
+        p, y = pred.detach().float(), target.detach().float()
         info = {
-            "loss": loss.item(),
-            "corr": corr,
-            "pred_mean": float(p.mean()),
-            "pred_min": float(p.min()),
-            "pred_max": float(p.max()),
-            "targ_mean": float(y.mean()),
-            "targ_min": float(y.min()),
-            "targ_max": float(y.max()),
+            "loss": loss.detach(),
+            "corr": torch.corrcoef(torch.stack([p, y]))[0, 1] if len(p) > 1 else torch.tensor(float("nan")),
+            "pred_mean": p.mean(),
+            "pred_min": p.min(),
+            "pred_max": p.max(),
+            "targ_mean": y.mean(),
+            "targ_min": y.min(),
+            "targ_max": y.max(),
         }
         return loss, info
 

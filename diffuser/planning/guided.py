@@ -10,6 +10,11 @@ The defaults are the original code's sampler ("exact"). Fast modes, each off by 
 - ``warm_start_steps`` = k: from the second call of an episode on, start from the env's previous best plan shifted
   by one step (the paper's Sec. 5.4), noised to the sampler's step k − 1, and denoise only the last k steps;
 - ``bf16``: run the networks under bfloat16 autocast (CPU or CUDA).
+
+Selection (not in the paper, off by default): ``selector``, a critic other than the guide (``planning/critics.py``),
+ranks the candidates instead of the guide's values; ``fresh_candidates`` adds that many unguided candidates per env
+from fresh noise with a cheap sampler (``fresh_scheduler``, e.g. DDIM over 4 steps), so that the candidates differ
+even when the warm start makes the guided ones near copies of the previous plan.
 """
 
 from __future__ import annotations
@@ -45,12 +50,24 @@ class GuidedPlanner:
         bf16: bool = False,
         horizon: int | None = None,
         diffusers_grad_scale: bool = False,
+        selector: ValueGuide | None = None,
+        fresh_candidates: int = 0,
+        fresh_scheduler: DDPMScheduler | None = None,
     ):
         if scheduler is not None and n_sample_steps is not None:
             raise ValueError(f"n_sample_steps={n_sample_steps} and scheduler={scheduler!r}: give the steps to the "
                              "scheduler only")
         if guide is not None:
             check_guide_options(scale, n_guide_steps, t_stopgrad, diffusion.n_diffusion_steps)
+        if fresh_candidates < 0:
+            raise ValueError(f"fresh_candidates={fresh_candidates} must be >= 0 (unguided candidates per env from "
+                             "fresh noise; planner.fresh_candidates)")
+        if fresh_candidates and fresh_scheduler is None:
+            raise ValueError("fresh_candidates needs a fresh_scheduler (planner.fresh_steps: DDIM steps)")
+        self.fresh_candidates = fresh_candidates
+        self.fresh_diffusion = fresh_scheduler.prepare(diffusion) if fresh_candidates else None
+        self.fresh_step = None if fresh_scheduler is None or type(fresh_scheduler) is DDPMScheduler else fresh_scheduler.step
+        self.selector = selector
         scheduler = scheduler or DDPMScheduler(n_sample_steps)
         sampled = scheduler.prepare(diffusion)
         if sampled is not diffusion:
@@ -123,9 +140,23 @@ class GuidedPlanner:
                 {0: states}, horizon=self.horizon, sample_fn=self.sample_fn, generator=generator, x_init=x_init,
                 n_steps=self.warm_start_steps if x_init is not None else None,
             )
-        values = sample.values.float().reshape(n, self.batch_size)
-        best = values.argmax(dim=1) + torch.arange(n, device=device) * self.batch_size
-        chosen = sample.trajectories[best].float()
+            candidates, values = sample.trajectories, sample.values
+            if self.fresh_candidates:
+                fresh = self.fresh_diffusion.conditional_sample(
+                    {0: states[:: self.batch_size].repeat_interleave(self.fresh_candidates, dim=0)},
+                    horizon=self.horizon, sample_fn=self.fresh_step, generator=generator,
+                ).trajectories
+                candidates = torch.cat([candidates.unflatten(0, (n, self.batch_size)),
+                                        fresh.unflatten(0, (n, self.fresh_candidates))], dim=1).flatten(0, 1)
+            scorer = self.selector or (self.guide if (self.fresh_candidates and self.guide is not None) else None)
+            if scorer is not None:  # every candidate scored alike, on the clean plans
+                values = scorer(candidates, torch.zeros(len(candidates), dtype=torch.long, device=device))
+            elif self.fresh_candidates:  # unguided: the first candidate of each env
+                values = torch.zeros(len(candidates), device=device)
+        k = self.batch_size + self.fresh_candidates
+        values = values.float().reshape(n, k)
+        best = values.argmax(dim=1) + torch.arange(n, device=device) * k
+        chosen = candidates[best].float()
         if env_ids is not None:
             self.previous.update(zip(env_ids, chosen))
         trajectories = self.diffusion.unnormalize(chosen).cpu().numpy()

@@ -155,7 +155,7 @@ def save_failures_figure(path: Path, results: EpisodeResults, maze_arr: np.ndarr
 
 def write_locomotion_report(
     out_dir: Path, results: LocomotionResults, config, run: Run, value_run: Run | None, logger: Logger, *,
-    gym_version: str, fps: int = 30,
+    gym_version: str, fps: int = 30, critic_run: Run | None = None,
 ) -> dict:
     """results.json (per-episode and mean ± s.e.), config.yaml, media/rollout.mp4 (the first episode) and
     media/plans.png (MuJoCo composites of each episode's first plan); returns the summary."""
@@ -172,6 +172,12 @@ def write_locomotion_report(
         ],
         "diffusion_run": str(run.path),
         "value_run": str(value_run.path) if value_run is not None else None,
+        "critic": {  # what guided the candidates and what ranked them (planning/critics.py)
+            "guide": config.guide.critic if config.guide.kind == "value" else None,
+            "select": config.planner.select or (config.guide.critic if config.guide.kind == "value" else None),
+            "fresh_candidates": config.planner.fresh_candidates,
+            "run": str(critic_run.path) if critic_run is not None else None,
+        },
         "dataset_info": run.config.get("dataset_info"),  # Minari data: what it is, which reference scores were used
         "checkpoint": str(run.checkpoint),
         "train_step": run.step,

@@ -44,7 +44,7 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu", checkpoint
         model=ModelConfig(**config["model"]),
         diffusion=DiffusionConfig(**config["diffusion"]),
         iql=IQLConfig(**config.get("iql", {})),
-        discount=config["env"]["discount"],
+        discount=config["env"].get("discount", 0.99),  # IQL runs only
     )
     step = load_weights(model, ckpt / "model.safetensors")
     return Run(run_dir, config, model.to(device).eval(), step, ckpt)
@@ -96,10 +96,34 @@ def check_compatible(diffusion: Run, value: Run, discount: float) -> None:
             f"value run {value.path} was trained with discount {b['env']['discount']} but planning uses "
             f"env.discount={discount}; retrain the value model or pass env.discount={b['env']['discount']}"
         )
-    other = value.model.normalizer.state_dict()
+    check_same_normalizer(diffusion, value, "value run")
+
+
+def check_critic_compatible(diffusion: Run, critic: Run) -> None:
+    """Refuse an IQL critic run that was not trained on the diffusion run's data, naming both: model kind, dataset,
+    dims, normalizer kind and statistics."""
+    a, b = diffusion.config, critic.config
+    if b["model"]["kind"] != "iql":
+        raise ValueError(f"critic_run {critic.path} holds a '{b['model']['kind']}' model, not an IQL critic "
+                         "(train one with `python train.py experiment=locomotion_iql`)")
+    pairs = {
+        "env.name": (a["env"]["name"], b["env"]["name"]),
+        "env.dataset": (a["env"].get("dataset"), b["env"].get("dataset")),
+        "dims": (a["dims"], b["dims"]),
+        "env.normalizer": (a["env"]["normalizer"], b["env"]["normalizer"]),
+    }
+    for key, (x, y) in pairs.items():
+        if x != y:
+            raise ValueError(f"diffusion run {diffusion.path} has {key}={x} but critic run {critic.path} has {key}={y}")
+    check_same_normalizer(diffusion, critic, "critic run")
+
+
+def check_same_normalizer(diffusion: Run, other: Run, what: str) -> None:
+    """Refuse a run whose normalizer statistics differ from the diffusion run's (fitted on other data)."""
+    theirs = other.model.normalizer.state_dict()
     for name, stat in diffusion.model.normalizer.state_dict().items():
-        if not torch.allclose(stat, other[name].to(stat.device), rtol=1e-5, atol=1e-6):
+        if not torch.allclose(stat, theirs[name].to(stat.device), rtol=1e-5, atol=1e-6):
             raise ValueError(
-                f"normalizer statistics '{name}' differ between diffusion run {diffusion.path} and value run "
-                f"{value.path}: they were fitted on different data"
+                f"normalizer statistics '{name}' differ between diffusion run {diffusion.path} and {what} "
+                f"{other.path}: they were fitted on different data"
             )

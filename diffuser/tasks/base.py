@@ -33,8 +33,8 @@ SampleFn = Callable[[nn.Module, int], None]  # (EMA model, step) → logs a pict
 
 @dataclass
 class Evaluation:
-    """What plan.py evaluates: the run (and value run), one env per episode, the planner, and how scores are taken
-    (gym_version and reference scores: a run on non-D4RL data brings its own)."""
+    """What plan.py evaluates: the run (and value run, and critic run), one env per episode, the planner, and how
+    scores are taken (gym_version and reference scores: a run on non-D4RL data brings its own)."""
 
     run: Run
     value: Run | None
@@ -42,6 +42,7 @@ class Evaluation:
     planner: Planner
     gym_version: str
     reference: dict | None = None
+    critic: Run | None = None
 
 
 def build_dataset(data: dict[str, np.ndarray], env: EnvConfig, *, horizon: int, kind: str) -> SequenceDataset:
@@ -133,6 +134,10 @@ class Task:
         print(f"run: {run_path}")
         return run, None
 
+    def load_critic(self, config: PlanConfig, run: Run, device: torch.device) -> Run | None:
+        """A critic run that ranks ``run``'s plans (locomotion: IQL), checked against it; None here."""
+        return None
+
     def evaluation_settings(self, run: Run, config: PlanConfig) -> tuple[str, dict | None]:
         """(gym_version, reference scores or None for the family's own) to evaluate ``run`` with: a run trained on
         non-D4RL data (Minari mujoco/*) brings its env version and reference scores (its config.yaml)."""
@@ -144,18 +149,19 @@ class Task:
         """One env per episode."""
         raise NotImplementedError
 
-    def build_planner(self, run: Run, value: Run | None, config: PlanConfig) -> Planner:
+    def build_planner(self, run: Run, value: Run | None, config: PlanConfig, critic: Run | None = None) -> Planner:
         """The planner for ``run``; bad planner options are refused here, before anything is written."""
         raise NotImplementedError
 
     def setup(self, config: PlanConfig, device: torch.device) -> Evaluation:
         """Runs, envs and planner, checked against each other (raises on bad input before anything is written)."""
         run, value = self.load_runs(config, device)
+        critic = self.load_critic(config, run, device)
         gym_version, reference = self.evaluation_settings(run, config)
         envs = self.make_envs(config, gym_version)
         check_env_dims(envs[0], run.config["dims"], run.path)
-        planner = self.build_planner(run, value, config)
-        return Evaluation(run, value, envs, planner, gym_version, reference)
+        planner = self.build_planner(run, value, config, critic)
+        return Evaluation(run, value, envs, planner, gym_version, reference, critic)
 
     def run_episodes(self, evaluation: Evaluation, config: PlanConfig) -> Any:
         """Play config.planner.n_episodes episodes (episode i reset with seed + i); returns the family's results."""

@@ -19,10 +19,11 @@ from diffuser.diffusion.guidance import ValueGuide
 from diffuser.diffusion.schedulers import make_scheduler
 from diffuser.planning.policy import PolicyPlanner
 from diffuser.planning.episodes import LocomotionResults, run_locomotion_episodes
+from diffuser.planning.critics import IQL_RULES, IQLPlanCritic, check_critic
 from diffuser.planning.guided import GuidedPlanner
 from diffuser.planning.plan import Planner
 from diffuser.planning.report import write_locomotion_report
-from diffuser.runs.load import Run, check_compatible, find_latest_run, load_run
+from diffuser.runs.load import Run, check_compatible, check_critic_compatible, find_latest_run, load_run
 from diffuser.runs.logger import Logger
 from diffuser.tasks.base import Evaluation, SampleFn, Task, sample_plans
 
@@ -57,10 +58,11 @@ class LocomotionTask(Task):
         return sample
 
     def load_runs(self, config: PlanConfig, device: torch.device) -> tuple[Run, Run | None]:
-        """The diffusion (or BC) run and, for a diffusion run with guide=value, its value run: value_run, else the
-        newest value run trained beside the default diffusion run (exp_name + "_value")."""
+        """The diffusion (or BC / IQL) run and, for a diffusion run whose guide or selection uses the value UNet, its
+        value run: value_run, else the newest value run trained beside the default diffusion run (exp_name +
+        "_value")."""
         run, _ = super().load_runs(config, device)
-        if run.config["model"]["kind"] != "diffusion" or config.guide.kind != "value":
+        if run.config["model"]["kind"] != "diffusion" or "value" not in critics_used(config):
             return run, None
         value_path = config.value_run or find_latest_run(
             config.runs_root, self.name, f"{config.exp_name}_value", argument="value_run"
@@ -71,6 +73,17 @@ class LocomotionTask(Task):
         print(f"guide: scale {config.guide.scale}, t_stopgrad {config.guide.t_stopgrad}")
         return run, value
 
+    def load_critic(self, config: PlanConfig, run: Run, device: torch.device) -> Run | None:
+        """The IQL run whose critic guides or ranks the plans (critic_run, else the newest runs/<env>/iql/ run),
+        checked against the diffusion run; None when no IQL critic is asked for."""
+        if run.config["model"]["kind"] != "diffusion" or not set(critics_used(config)) & set(IQL_RULES):
+            return None
+        path = config.critic_run or find_latest_run(config.runs_root, self.name, "iql", argument="critic_run")
+        critic = load_run(path, device)
+        check_critic_compatible(run, critic)
+        print(f"critic run: {path}")
+        return critic
+
     def make_envs(self, config: PlanConfig, gym_version: str) -> list[gymnasium.Env]:
         """One env per episode; the first renders (rgb_array) when the planner records a video."""
         from diffuser.envs.locomotion import make_locomotion_env
@@ -79,17 +92,29 @@ class LocomotionTask(Task):
                                                                  config.planner.video else {}))
                 for i in range(config.planner.n_episodes)]
 
-    def build_planner(self, run: Run, value: Run | None, config: PlanConfig) -> Planner:
-        """PolicyPlanner for a BC or IQL run; else GuidedPlanner (unguided without a value run). Bad planner options
-        (steps out of range) are refused here."""
+    def build_planner(self, run: Run, value: Run | None, config: PlanConfig, critic: Run | None = None) -> Planner:
+        """PolicyPlanner for a BC or IQL run; else GuidedPlanner (unguided with guide=none), guided by
+        guide.critic and ranking by planner.select. Bad planner options (steps out of range) are refused here."""
         if run.config["model"]["kind"] in ("bc", "iql"):
             return PolicyPlanner(run.model)
         g, p = config.guide, config.planner
+        check_critic(g.critic, "guide.critic")
+        if p.select is not None:
+            check_critic(p.select, "planner.select")
+
+        def make_critic(name: str) -> ValueGuide:
+            if name == "value":
+                return ValueGuide(value.model.model)
+            return ValueGuide(IQLPlanCritic(critic.model, run.model.normalizer, name))
+
+        guide = make_critic(g.critic) if g.kind == "value" else None
+        selector = make_critic(p.select) if p.select is not None and (guide is None or p.select != g.critic) else None
         return GuidedPlanner(
-            run.model, ValueGuide(value.model.model) if value is not None else None,
+            run.model, guide,
             batch_size=p.batch_size, scale=g.scale, n_guide_steps=g.n_guide_steps, t_stopgrad=g.t_stopgrad,
             scale_grad_by_std=g.scale_grad_by_std, scheduler=make_scheduler(p.scheduler, p.n_sample_steps, p.eta),
-            warm_start_steps=p.warm_start_steps, bf16=p.bf16,
+            warm_start_steps=p.warm_start_steps, bf16=p.bf16, selector=selector, fresh_candidates=p.fresh_candidates,
+            fresh_scheduler=make_scheduler("ddim", p.fresh_steps, 0.0) if p.fresh_candidates else None,
         )
 
     def run_episodes(self, evaluation: Evaluation, config: PlanConfig) -> LocomotionResults:
@@ -103,5 +128,12 @@ class LocomotionTask(Task):
         self, out_dir: Path, results: LocomotionResults, evaluation: Evaluation, config: PlanConfig, logger: Logger
     ) -> dict[str, float]:
         return write_locomotion_report(
-            out_dir, results, config, evaluation.run, evaluation.value, logger, gym_version=evaluation.gym_version
+            out_dir, results, config, evaluation.run, evaluation.value, logger, gym_version=evaluation.gym_version,
+            critic_run=evaluation.critic,
         )
+
+
+def critics_used(config: PlanConfig) -> list[str]:
+    """The critics a locomotion plan config asks for: the guide's (guide=value) and the selection's."""
+    guide = [config.guide.critic] if config.guide.kind == "value" else []
+    return guide + ([config.planner.select] if config.planner.select is not None else [])

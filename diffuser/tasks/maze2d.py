@@ -64,7 +64,9 @@ class Maze2dTask(Task):
 
         return [make_env(self.name) for _ in range(config.planner.n_episodes)]
 
-    def build_planner(self, run: Run, value: Run | None, config: PlanConfig) -> Maze2dPlanner:
+    def build_planner(
+        self, run: Run, value: Run | None, config: PlanConfig, critic: Run | None = None
+    ) -> Maze2dPlanner:
         p = config.planner
         check_replanning(p.replan_lag, p.replan_every, p.replan_check_every, p.track_speed,
                          (p.track_p_gain, p.track_d_gain))

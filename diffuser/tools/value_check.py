@@ -1,5 +1,5 @@
-"""Why value guidance helps or not: three measurements of a locomotion diffusion run and its value run, on fresh
-behaviour-policy episodes that neither model saw.
+"""Why value guidance helps or not: three measurements of a locomotion diffusion run and its critics (a value run,
+an IQL run, or both), on fresh behaviour-policy episodes that no model saw.
 
 1. **Held-out windows.** The value model's J(τ, 0) on windows of the fresh episodes against their true discounted
    return-to-go, computed as training computes it (the run's discount and termination penalty, windows padded with
@@ -8,12 +8,18 @@ behaviour-policy episodes that neither model saw.
    executed open loop from that state in the simulator, then the behaviour policy (the policy whose returns the value
    model learned) takes over until the episode's 1000 steps are up (``--repeats`` continuations, averaged). Per
    state: the Spearman correlation of the plans' predicted values with these realized discounted returns, and the realized return of the plan the value
-   model would pick against the mean and the best candidate.
+   model would pick against the mean and the best candidate. Every critic given scores the same candidates:
+   ``value`` (the value run), ``iql_v`` (Σ_h V(s_h)) and ``iql_q`` (Q(s_0, a_0)) of the IQL run
+   (``planning/critics.py``).
 3. **Guidance size.** At every denoising step t, the guide's shift ‖scale·σ_t²·∇J‖ (per plan) against the noise
    σ_t‖z‖ the step adds, and how far guidance moves the first action: the same noise with and without the gradient.
 
     python -m diffuser.tools.value_check --diffusion-run runs/hopper-medium-v2/cpu/<time>_s0 \\
-        --value-run runs/hopper-medium-v2/cpu_value/<time>_s0 --output value_check.json
+        --value-run runs/hopper-medium-v2/cpu_value/<time>_s0 --iql-run runs/hopper-medium-v2/iql/<time>_s0 \
+        --output value_check.json
+
+Measurements 1 and 3 need the value run; realized returns use its discount and termination penalty (without one:
+--discount and --penalty).
 """
 
 from __future__ import annotations
@@ -29,7 +35,8 @@ import torch
 from diffuser.diffusion.gaussian import GaussianDiffusion
 from diffuser.diffusion.guidance import ValueGuide, guided_p_sample
 from diffuser.diffusion.schedule import extract
-from diffuser.runs.load import check_compatible, load_run
+from diffuser.planning.critics import IQL_RULES, IQLPlanCritic
+from diffuser.runs.load import check_compatible, check_critic_compatible, load_run
 from diffuser.utils.files import atomic_write_text
 
 EPISODE_STEPS = 1000
@@ -162,7 +169,8 @@ def guidance_size(
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--diffusion-run", required=True)
-    parser.add_argument("--value-run", required=True)
+    parser.add_argument("--value-run", default=None, help="the value UNet's run (critic 'value')")
+    parser.add_argument("--iql-run", default=None, help="an IQL run (critics 'iql_v' and 'iql_q')")
     parser.add_argument("--checkpoint", default=None, help="the diffusion run's step folder (default: latest)")
     parser.add_argument("--value-checkpoint", default=None, help="the value run's step folder (default: latest)")
     parser.add_argument("--episodes-steps", type=int, default=50_000, help="fresh behaviour-policy steps")
@@ -171,6 +179,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--states", type=int, default=12)
     parser.add_argument("--candidates", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=4, help="behaviour-policy continuations per candidate (mean)")
+    parser.add_argument("--discount", type=float, default=0.997, help="of realized returns, without a value run")
+    parser.add_argument("--penalty", type=float, default=-100.0, help="at a fall in realized returns, without a "
+                        "value run")
     parser.add_argument("--scale", type=float, default=0.1)
     parser.add_argument("--n-guide-steps", type=int, default=2)
     parser.add_argument("--t-stopgrad", type=int, default=2)
@@ -182,33 +193,49 @@ def main(argv: list[str] | None = None) -> dict:
     from diffuser.tools.policies import load_policy
 
     with user_errors():  # a folder that is not a run, a mismatched pair, no behaviour policy: one line, exit 1
+        if args.value_run is None and args.iql_run is None:
+            raise ValueError("give a critic to check: --value-run, --iql-run or both")
         diffusion_run = load_run(args.diffusion_run, checkpoint=args.checkpoint)
-        value_run = load_run(args.value_run, checkpoint=args.value_checkpoint)
-        check_compatible(diffusion_run, value_run, value_run.config["env"]["discount"])
+        critics: dict[str, ValueGuide] = {}
+        value_run = iql_run = None
+        if args.value_run is not None:
+            value_run = load_run(args.value_run, checkpoint=args.value_checkpoint)
+            check_compatible(diffusion_run, value_run, value_run.config["env"]["discount"])
+            critics["value"] = ValueGuide(value_run.model.model)
+        if args.iql_run is not None:
+            iql_run = load_run(args.iql_run)
+            check_critic_compatible(diffusion_run, iql_run)
+            for rule in IQL_RULES:
+                critics[rule] = ValueGuide(IQLPlanCritic(iql_run.model, diffusion_run.model.normalizer, rule))
         (_, spec), *_ = recipe_policies(diffusion_run.config["env"]["name"])
         policy = load_policy(spec, action_dim=diffusion_run.model.action_dim)
     env = diffusion_run.config["env"]
-    diffusion, guide = diffusion_run.model, ValueGuide(value_run.model.model)
+    diffusion = diffusion_run.model
     name, gym_version = env["name"], env.get("gym_version", "v4")
-    discount, penalty = value_run.config["env"]["discount"], value_run.config["env"]["termination_penalty"]
+    discount, penalty = args.discount, args.penalty
+    if value_run is not None:
+        discount, penalty = value_run.config["env"]["discount"], value_run.config["env"]["termination_penalty"]
     tick = time.perf_counter()
     fresh = rollout(name, policy, args.episodes_steps, args.seed, gym_version)
     episodes = split_episodes(fresh.arrays)
     print(f"{len(episodes)} fresh episodes ({fresh.n_steps} steps, seed {args.seed}) in {fresh.seconds:.0f} s")
 
-    # 1. Held-out windows.
-    windows, targets = zip(*(episode_windows(e, diffusion.horizon, discount, penalty, args.window_every)
-                             for e in episodes))
-    windows, targets = np.concatenate(windows), np.concatenate(targets)
-    x = diffusion.normalizer.normalize(torch.as_tensor(windows, dtype=torch.float32))
-    with torch.no_grad():
-        predicted = torch.cat([guide(b, torch.zeros(len(b), dtype=torch.long)) for b in x.split(1024)]).numpy()
-    held_out = {"n_windows": len(targets), "pearson": pearson(predicted, targets),
-                "spearman": spearman(predicted, targets)}
-    print(f"1. held-out windows: {held_out['n_windows']}, Pearson {held_out['pearson']:.3f}, "
-          f"Spearman {held_out['spearman']:.3f}")
+    # 1. Held-out windows (the value run).
+    held_out = None
+    if "value" in critics:
+        windows, targets = zip(*(episode_windows(e, diffusion.horizon, discount, penalty, args.window_every)
+                                 for e in episodes))
+        windows, targets = np.concatenate(windows), np.concatenate(targets)
+        x = diffusion.normalizer.normalize(torch.as_tensor(windows, dtype=torch.float32))
+        with torch.no_grad():
+            predicted = torch.cat([critics["value"](b, torch.zeros(len(b), dtype=torch.long))
+                                   for b in x.split(1024)]).numpy()
+        held_out = {"n_windows": len(targets), "pearson": pearson(predicted, targets),
+                    "spearman": spearman(predicted, targets)}
+        print(f"1. held-out windows: {held_out['n_windows']}, Pearson {held_out['pearson']:.3f}, "
+              f"Spearman {held_out['spearman']:.3f}")
 
-    # 2. Candidates of one state: states drawn from all episodes' steps.
+    # 2. Candidates of one state: states drawn from all episodes' steps; every critic scores the same candidates.
     rng = np.random.default_rng(args.seed)
     lengths = np.array([len(e["rewards"]) for e in episodes])
     per_state = []
@@ -218,42 +245,53 @@ def main(argv: list[str] | None = None) -> dict:
         episode = episodes[e]
         plans = sample_candidates(diffusion, episode["observations"][t0], args.candidates, args.seed + s)
         with torch.no_grad():
-            values = guide(plans, torch.zeros(len(plans), dtype=torch.long)).numpy()
+            t = torch.zeros(len(plans), dtype=torch.long)
+            values = {c: critic(plans, t).numpy() for c, critic in critics.items()}
         actions = diffusion.unnormalize(plans)[..., : diffusion.action_dim].numpy()
         realized = realized_returns(name, gym_version, episode["infos/qpos"][t0], episode["infos/qvel"][t0], t0,
                                     np.repeat(actions, args.repeats, axis=0), policy, discount, penalty,
                                     args.seed + 1000 * s).reshape(len(actions), args.repeats).mean(axis=1)
-        record = {
-            "episode_step": t0, "spearman": spearman(values, realized), "predicted": values.tolist(),
-            "realized": realized.tolist(), "picked": float(realized[values.argmax()]),
-            "mean": float(realized.mean()), "best": float(realized.max()),
-        }
+        record = {"episode_step": t0, "realized": realized.tolist(), "mean": float(realized.mean()),
+                  "best": float(realized.max()), "critics": {}}
+        for c, v in values.items():
+            record["critics"][c] = {"spearman": spearman(v, realized), "predicted": v.tolist(),
+                                    "picked": float(realized[v.argmax()])}
         per_state.append(record)
-        print(f"2. state {s} (step {t0}): Spearman {record['spearman']:+.2f}, realized picked {record['picked']:.0f} "
-              f"mean {record['mean']:.0f} best {record['best']:.0f}, predicted spread {np.ptp(values):.0f}")
+        print(f"2. state {s} (step {t0}): realized mean {record['mean']:.0f} best {record['best']:.0f}; " + "; ".join(
+            f"{c} Spearman {r['spearman']:+.2f} picked {r['picked']:.0f}" for c, r in record["critics"].items()))
     candidates = {
         "states": per_state,
-        "mean_spearman": float(np.mean([r["spearman"] for r in per_state])),
-        "picked_minus_mean": float(np.mean([r["picked"] - r["mean"] for r in per_state])),
         "best_minus_mean": float(np.mean([r["best"] - r["mean"] for r in per_state])),
+        "critics": {c: {
+            "mean_spearman": float(np.mean([r["critics"][c]["spearman"] for r in per_state])),
+            "spearman_se": float(np.std([r["critics"][c]["spearman"] for r in per_state]) / np.sqrt(len(per_state))),
+            "picked_minus_mean": float(np.mean([r["critics"][c]["picked"] - r["mean"] for r in per_state])),
+        } for c in critics},
     }
-    print(f"2. mean Spearman over states {candidates['mean_spearman']:+.3f}; realized return of the value's pick "
-          f"− candidate mean {candidates['picked_minus_mean']:+.1f} (best − mean {candidates['best_minus_mean']:+.1f})")
+    for c, r in candidates["critics"].items():
+        print(f"2. {c}: mean Spearman over states {r['mean_spearman']:+.3f} ± {r['spearman_se']:.3f}; realized "
+              f"return of its pick − candidate mean {r['picked_minus_mean']:+.1f} "
+              f"(best − mean {candidates['best_minus_mean']:+.1f})")
 
-    # 3. Guidance size, on 4 of those states.
-    starts = np.stack([episodes[0]["observations"][0]] + [
-        episodes[int(i)]["observations"][len(episodes[int(i)]["rewards"]) // 2]
-        for i in rng.choice(len(episodes), 3)])
-    size = guidance_size(diffusion, guide, starts, batch_size=args.candidates, scale=args.scale,
-                         n_guide_steps=args.n_guide_steps, t_stopgrad=args.t_stopgrad, seed=args.seed)
-    for t, shift, noise in zip(size["t"], size["guide_shift"], size["noise"]):
-        print(f"3. t={t:2d}: guide shift {shift:.4f} (per step of {args.n_guide_steps}), noise σ√n {noise:.3f}")
-    print(f"3. guidance moved the first action by {size['first_action_moved']:.4f} on average; the candidates' "
-          f"first actions spread {size['first_action_spread']:.4f} (std)")
+    # 3. Guidance size (the value run), on 4 of those states.
+    size = None
+    if "value" in critics:
+        starts = np.stack([episodes[0]["observations"][0]] + [
+            episodes[int(i)]["observations"][len(episodes[int(i)]["rewards"]) // 2]
+            for i in rng.choice(len(episodes), 3)])
+        size = guidance_size(diffusion, critics["value"], starts, batch_size=args.candidates, scale=args.scale,
+                             n_guide_steps=args.n_guide_steps, t_stopgrad=args.t_stopgrad, seed=args.seed)
+        for t, shift, noise in zip(size["t"], size["guide_shift"], size["noise"]):
+            print(f"3. t={t:2d}: guide shift {shift:.4f} (per step of {args.n_guide_steps}), noise σ√n {noise:.3f}")
+        print(f"3. guidance moved the first action by {size['first_action_moved']:.4f} on average; the candidates' "
+              f"first actions spread {size['first_action_spread']:.4f} (std)")
 
     report = {
         "diffusion_run": str(diffusion_run.path), "diffusion_step": diffusion_run.step,
-        "value_run": str(value_run.path), "value_step": value_run.step, "arguments": vars(args),
+        "value_run": None if value_run is None else str(value_run.path),
+        "value_step": None if value_run is None else value_run.step,
+        "iql_run": None if iql_run is None else str(iql_run.path), "iql_step": None if iql_run is None else iql_run.step,
+        "discount": discount, "penalty": penalty, "arguments": vars(args),
         "held_out": held_out, "candidates": candidates, "guidance": size, "seconds": time.perf_counter() - tick,
     }
     if args.output:

@@ -19,6 +19,5 @@ class EMA:
 
     @torch.no_grad()
     def update(self, ema_model: nn.Module, model: nn.Module) -> None:
-        """One averaging step over parameters."""
-        for ema_param, param in zip(ema_model.parameters(), model.parameters()):
-            ema_param.lerp_(param, 1.0 - self.decay)
+        """One averaging step over parameters (one foreach lerp)."""
+        torch._foreach_lerp_(list(ema_model.parameters()), list(model.parameters()), 1.0 - self.decay)

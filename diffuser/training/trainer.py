@@ -1,4 +1,11 @@
-"""Step-based trainer: Adam with gradient accumulation, EMA, periodic logging, sampling and resumable checkpoints."""
+"""Step-based trainer: Adam with gradient accumulation, EMA, periodic logging, sampling and resumable checkpoints.
+
+A step has no fixed cost beyond its forward and backward passes: fused Adam (foreach where fused kernels are
+missing), the EMA as one foreach lerp, the gradient norm as one foreach norm, the train/eval mode set once, and
+logged values summed on the device and read every ``log_freq`` steps. A step whose loss or gradient is not finite is
+skipped on the device (fused Adam's ``found_inf``, as ``GradScaler`` does), so it never reaches the weights; the run
+stops at the next read (every log_freq steps and before every checkpoint) with one error naming that step.
+"""
 
 from __future__ import annotations
 
@@ -62,6 +69,16 @@ class BatchStream:
 
 
 LR_SCHEDULES = ("constant", "cosine")
+
+
+def make_adam(parameters, learning_rate: float) -> torch.optim.Adam:
+    """Adam with the fused kernel (one kernel for every tensor; it can skip a step on the device), or the foreach
+    kernels where this torch has no fused kernel for the device. The same update as the single-tensor loop."""
+    parameters = list(parameters)
+    try:
+        return torch.optim.Adam(parameters, lr=learning_rate, fused=True)
+    except RuntimeError:  # torch < 2.4 on CPU, or a device without fused kernels
+        return torch.optim.Adam(parameters, lr=learning_rate, foreach=True)
 
 
 def learning_rate_at(step: int, base: float, n_train_steps: int, schedule: str = "constant",
@@ -135,13 +152,16 @@ class Trainer:
         self.prefix = metric_prefix
         self.sample_fn = sample_fn
         self.progress = progress
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=learning_rate)
+        self.parameters = list(self.model.parameters())  # listed once: walking the modules costs ~1 ms a step
+        self.optimizer = make_adam(self.parameters, learning_rate)
+        self.model.train()  # once: the EMA copy is the one that samples and is saved
         self.learning_rate, self.lr_schedule, self.lr_warmup_steps = learning_rate, lr_schedule, lr_warmup_steps
         self.bf16 = bf16
         self.batches = BatchStream(len(dataset), batch_size, seed)  # the global batch; each rank takes its shard
         self.seed = seed
         self.step = 0
         self.dist.seed_rank(seed)
+        self._first_bad: torch.Tensor | None = None  # (step, loss, gradient norm) of the first skipped step
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:
@@ -165,7 +185,10 @@ class Trainer:
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.ema_model.load_state_dict(state["ema"])
+        kernels = [(g["fused"], g["foreach"]) for g in self.optimizer.param_groups]
         self.optimizer.load_state_dict(state["optimizer"])
+        for group, (fused, foreach) in zip(self.optimizer.param_groups, kernels):  # this run's kernels, not the saver's
+            group["fused"], group["foreach"] = fused, foreach
         self.batches.load_state(state["batches"])
         self.step = int(state["step"])
         ranks = state.get("rng_torch_ranks")
@@ -191,6 +214,7 @@ class Trainer:
 
     def save(self) -> Path | None:
         """Rank 0 writes the checkpoint while the other ranks wait; returns its folder (None on other ranks)."""
+        self.check_finite()
         state = self.state_dict()
         return self.dist.on_main(
             lambda: save_checkpoint(self.run_dir, self.step, self.ema_model, state, self.keep_checkpoints),
@@ -204,51 +228,79 @@ class Trainer:
         else:
             self.ema.update(self.ema_model, self.model)
 
-    def _diverged(self, what: str) -> NonFiniteLossError:
+    def _diverged(self, what: str, step: int | None = None) -> NonFiniteLossError:
         ckpt = latest_checkpoint(self.run_dir)
         kept = f"the last good checkpoint is {ckpt}" if ckpt else "no checkpoint was saved before it"
         return NonFiniteLossError(
-            f"training stopped at step {self.step + 1}: {what}; nothing of this step was applied or saved and {kept}. "
+            f"training stopped at step {step or self.step + 1}: {what}; nothing of this step was applied or saved and {kept}. "
             "Check the data, or train a new run_dir with a lower trainer.learning_rate (rerunning this run_dir resumes "
             "from that checkpoint with its saved config)"
         )
 
-    def train_step(self) -> dict[str, float]:
-        """One optimizer step over gradient_accumulate_every micro-batches; returns averaged logged values.
+    def check_finite(self) -> None:
+        """Raise NonFiniteLossError if a step since the start was skipped for a non-finite loss or gradient (the one
+        host read of the divergence guard)."""
+        if self._first_bad is None:
+            return
+        step, loss, norm = self._first_bad.tolist()
+        if step < 0:
+            return
+        raise self._diverged(f"the loss is {loss}" if not math.isfinite(loss) else f"the gradient norm is {norm}",
+                             int(step))
 
-        A NaN/inf loss or gradient norm raises NonFiniteLossError naming the step, before the optimizer step.
+    def train_step(self) -> dict[str, torch.Tensor]:
+        """One optimizer step over gradient_accumulate_every micro-batches; returns averaged logged values as
+        tensors on the device (read them with ``.item()``: a host synchronisation).
+
+        A NaN/inf loss or gradient norm skips the update on the device and is remembered; ``check_finite`` raises
+        NonFiniteLossError naming the step. Under DDP every rank checks at once, so all stop together.
         """
-        self.model.train()
         lr = learning_rate_at(self.step, self.learning_rate, self.n_train_steps, self.lr_schedule, self.lr_warmup_steps)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         # bf16: the networks run under bfloat16 autocast; the weights, the optimizer and the EMA stay float32
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
-        totals: dict[str, float] = {}
+        totals: dict[str, torch.Tensor] = {}
+        losses = []
         for i in range(self.gradient_accumulate_every):
             batch = self.dataset.get_batch(self.dist.shard(self.batches.next())).to(self.device)
             with self.dist.no_sync(self.net, sync=i == self.gradient_accumulate_every - 1):
                 with autocast:
                     loss, info = self.net(batch)
-                finite = bool(torch.isfinite(loss))
-                if self.dist.any(not finite):  # all ranks stop together: none is left waiting in backward
-                    self.optimizer.zero_grad(set_to_none=True)
-                    raise self._diverged(f"the loss is {loss.item()}" if not finite else
-                                         "the loss is not finite on another process")
                 (loss / self.gradient_accumulate_every).backward()
+            losses.append(loss.detach())
             for k, v in info.items():
-                totals[k] = totals.get(k, 0.0) + v / self.gradient_accumulate_every
+                v = torch.as_tensor(v, dtype=torch.float32, device=self.device) / self.gradient_accumulate_every
+                totals[k] = totals[k] + v if k in totals else v
         # Under DDP the gradients are already averaged over ranks, so every rank sees the same norm.
-        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
-        totals["grad_norm"] = torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])).item()
-        if not math.isfinite(totals["grad_norm"]):
+        grads = [p.grad for p in self.parameters if p.grad is not None]
+        totals["grad_norm"] = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+        loss = torch.stack(losses).float().sum()  # non-finite if any micro-batch's loss is
+        found_inf = ~(torch.isfinite(loss) & torch.isfinite(totals["grad_norm"]))
+        if self.dist.enabled and self.dist.any(bool(found_inf)):  # all ranks stop together, now
             self.optimizer.zero_grad(set_to_none=True)
-            raise self._diverged(f"the gradient norm is {totals['grad_norm']}")
+            raise self._diverged("the loss is not finite on another process" if not found_inf else
+                                 f"the loss is {loss.item()}" if not torch.isfinite(loss) else
+                                 f"the gradient norm is {totals['grad_norm'].item()}")
+        self._remember_if_bad(found_inf, loss, totals["grad_norm"])
+        if self.optimizer.param_groups[0]["fused"]:
+            self.optimizer.found_inf = found_inf.float()  # fused Adam skips the update (and its step count) on 1
+        elif bool(found_inf):  # no fused kernel on this device: a host read instead
+            self.optimizer.zero_grad(set_to_none=True)
+            self.check_finite()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         if hasattr(self.model, "update_targets"):  # a model with target networks (IQL) moves them after each step
             self.model.update_targets()
         return totals
+
+    def _remember_if_bad(self, found_inf: torch.Tensor, loss: torch.Tensor, norm: torch.Tensor) -> None:
+        """Keep (step, loss, norm) of the first skipped step, on the device (no host read)."""
+        if self._first_bad is None:
+            self._first_bad = torch.tensor([-1.0, 0.0, 0.0], device=self.device)
+        now = torch.stack([torch.tensor(float(self.step + 1), device=self.device), loss.float(), norm.float()])
+        first = found_inf & (self._first_bad[0] < 0)
+        self._first_bad = torch.where(first, now, self._first_bad)
 
     def train(self) -> None:
         """Run until n_train_steps, logging every log_freq, sampling every sample_freq, saving every save_freq.
@@ -263,7 +315,7 @@ class Trainer:
         # The context closes the bar on an error too, so an error message starts on its own line.
         bar = tqdm(total=self.n_train_steps, initial=self.step, disable=not (self.progress and main), desc=self.prefix)
         with bar:
-            sums: dict[str, float] = {}
+            sums: dict[str, torch.Tensor] = {}
             count, tick = 0, time.perf_counter()
             while self.step < self.n_train_steps:
                 info = self.train_step()
@@ -271,12 +323,14 @@ class Trainer:
                 if self.step % self.update_ema_every == 0:
                     self.update_ema()
                 for k, v in info.items():
-                    sums[k] = sums.get(k, 0.0) + v
+                    sums[k] = sums[k] + v if k in sums else v
                 count += 1
                 bar.update(1)
                 if self.step % self.log_freq == 0 or self.step == self.n_train_steps:
+                    self.check_finite()
                     elapsed = time.perf_counter() - tick
-                    metrics = {f"{self.prefix}/{k}": v / count for k, v in sums.items()}
+                    values = torch.stack(list(sums.values())).tolist()  # one host read for every logged value
+                    metrics = {f"{self.prefix}/{k}": v / count for k, v in zip(sums, values)}
                     metrics[f"{self.prefix}/lr"] = self.optimizer.param_groups[0]["lr"]
                     metrics[f"{self.prefix}/steps_per_sec"] = count / max(elapsed, 1e-9)
                     metrics = self.dist.mean(metrics)  # averaged over ranks (the global batch's values)
