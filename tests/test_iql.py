@@ -193,3 +193,29 @@ def test_selection_ranks_warm_and_fresh_candidates_alike_and_keeps_the_best():
         best = int(mine[:, 0, 0].argmax())
         np.testing.assert_allclose(plan.actions[env], mine[best, :, :act].numpy(), rtol=1e-6)
         assert plan.values[env] == pytest.approx(float(mine[best, 0, 0]))
+
+
+def run_of(kind: str, name: str = "hopper-medium-v2", obs: int = 2, mean: float = 0.0):
+    from diffuser.runs.load import Run
+
+    normalizer = GaussianNormalizer(obs + 1)
+    normalizer.mean.fill_(mean)
+    model = IQL(normalizer, observation_dim=obs, action_dim=1, hidden_dim=4) if kind == "iql" else nn.Module()
+    model.normalizer = normalizer
+    config = {"model": {"kind": kind}, "env": {"name": name, "dataset": None, "normalizer": "gaussian"},
+              "dims": {"observation_dim": obs, "action_dim": 1, "transition_dim": obs + 1}}
+    return Run(f"runs/{name}/{kind}", config, model, 1, None)
+
+
+@pytest.mark.parametrize("critic, named", [
+    (run_of("iql", name="walker2d-medium-v2"), "env.name=hopper-medium-v2 but critic run .* env.name=walker2d"),
+    (run_of("iql", obs=3), "dims="),
+    (run_of("iql", mean=1.0), "normalizer statistics 'mean' differ.*different data"),
+    (run_of("value"), "holds a 'value' model, not an IQL critic"),
+])
+def test_a_critic_run_of_other_data_is_one_clear_error(critic, named):
+    from diffuser.runs.load import check_critic_compatible
+
+    with pytest.raises(ValueError, match=named):
+        check_critic_compatible(run_of("diffusion"), critic)
+    check_critic_compatible(run_of("diffusion"), run_of("iql"))  # the matching pair passes

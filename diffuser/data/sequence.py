@@ -173,10 +173,29 @@ class SequenceDataset(torch.utils.data.Dataset):
         """Conditions of a window batch: its first normalized state."""
         return {0: trajectories[:, 0, self.action_dim :]}
 
-    def get_batch(self, idx: np.ndarray) -> Batch:
-        """Gather windows idx (B,) → Batch with trajectories (B, H, D)."""
-        rows = self.indices[np.asarray(idx)][:, None] + self.stride * np.arange(self.horizon)
-        trajectories = self.trajectories[torch.from_numpy(rows)]
+    def to(self, device: torch.device | str) -> "SequenceDataset":
+        """Keep the normalized rows and the window index on ``device``: batches are then gathered there, with no
+        copy from the host per step (the trainer calls this with its device). Returns self."""
+        self.trajectories = self.trajectories.to(device)
+        self._starts = self.window_starts().to(device)
+        return self
+
+    def window_starts(self) -> torch.Tensor:
+        """The window index (the first row of each window) as a tensor on the rows' device."""
+        starts = getattr(self, "_starts", None)
+        if starts is None or len(starts) != len(self.indices):
+            starts = self._starts = torch.from_numpy(self.indices).to(self.trajectories.device)
+        return starts
+
+    def rows(self, idx: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Flat row of the first transition of windows idx (B,), on the rows' device."""
+        return self.window_starts()[torch.as_tensor(idx, device=self.trajectories.device)]
+
+    def get_batch(self, idx: np.ndarray | torch.Tensor) -> Batch:
+        """Gather windows idx (B,) (numpy, or a tensor on any device) → Batch with trajectories (B, H, D) on the
+        rows' device."""
+        offsets = self.stride * torch.arange(self.horizon, device=self.trajectories.device)
+        trajectories = self.trajectories[self.rows(idx)[:, None] + offsets]
         return Batch(trajectories, self.conditions(trajectories))
 
 
@@ -216,11 +235,14 @@ class ValueDataset(SequenceDataset):
             self._values = discounted_returns(self._rewards, episode_end, self.discount)
         return self._values
 
-    def get_batch(self, idx: np.ndarray) -> Batch:
+    def get_batch(self, idx: np.ndarray | torch.Tensor) -> Batch:
         batch = super().get_batch(idx)
-        mean, std = self.target_statistics
-        returns = self.returns()[self.indices[np.asarray(idx)]]
-        batch.values = torch.from_numpy(((returns - mean) / std).astype(np.float32))
+        device = self.trajectories.device
+        targets = getattr(self, "_targets", None)
+        if targets is None or targets.device != device:  # the value targets of every row, once, on the rows' device
+            mean, std = self.target_statistics
+            targets = self._targets = torch.from_numpy(((self.returns() - mean) / std).astype(np.float32)).to(device)
+        batch.values = targets[self.rows(idx)]
         return batch
 
 
@@ -245,12 +267,18 @@ class TransitionDataset(SequenceDataset):
         self.indices = np.concatenate([
             np.arange(last - n + 1, last + (1 if ended else 0)) for last, n, ended in zip(last_rows, lengths, self._terminal)
         ])
-        self._terminal_rows = np.zeros(len(self._rewards), dtype=np.float32)
-        self._terminal_rows[last_rows[self._terminal]] = 1.0
+        terminal_rows = np.zeros(len(self._rewards), dtype=np.float32)
+        terminal_rows[last_rows[self._terminal]] = 1.0
+        # (scaled reward, d) of every row, beside the rows (moved with them by to())
+        self._reward_terminal = torch.from_numpy(np.stack([self._rewards * np.float32(self.reward_scale),
+                                                           terminal_rows], axis=1))
 
-    def get_batch(self, idx: np.ndarray) -> Batch:
+    def to(self, device: torch.device | str) -> "TransitionDataset":
+        super().to(device)
+        self._reward_terminal = self._reward_terminal.to(device)
+        return self
+
+    def get_batch(self, idx: np.ndarray | torch.Tensor) -> Batch:
         batch = super().get_batch(idx)
-        rows = self.indices[np.asarray(idx)]
-        batch.rewards = torch.from_numpy(self._rewards[rows] * np.float32(self.reward_scale))
-        batch.terminals = torch.from_numpy(self._terminal_rows[rows])
+        batch.rewards, batch.terminals = self._reward_terminal[self.rows(idx)].unbind(dim=1)
         return batch

@@ -99,7 +99,7 @@ class Distributed:
             dist.destroy_process_group()
 
     # ------------------------------------------------------------------ data and gradients
-    def shard(self, indices: np.ndarray) -> np.ndarray:
+    def shard(self, indices: torch.Tensor) -> torch.Tensor:
         """This rank's contiguous slice of a global batch of indices: (B,) → (B / world_size,)."""
         if not self.enabled:
             return indices

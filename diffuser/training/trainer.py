@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
@@ -35,19 +34,20 @@ class NonFiniteLossError(ValueError):
 
 
 class BatchStream:
-    """Shuffled, resumable stream of index batches: epoch e uses permutation randperm(n, seed + e)."""
+    """Shuffled, resumable stream of index batches: epoch e uses permutation randperm(n, seed + e), drawn on the
+    host once per epoch and kept on ``device``, so a batch of indices is a slice there (no copy per step)."""
 
-    def __init__(self, n: int, batch_size: int, seed: int):
-        self.n, self.batch_size, self.seed = n, batch_size, seed
+    def __init__(self, n: int, batch_size: int, seed: int, device: torch.device | str = "cpu"):
+        self.n, self.batch_size, self.seed, self.device = n, batch_size, seed, torch.device(device)
         self.epoch, self.position = 0, 0
         self._perm = self._permutation()
 
-    def _permutation(self) -> np.ndarray:
+    def _permutation(self) -> torch.Tensor:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return torch.randperm(self.n, generator=generator).numpy()
+        return torch.randperm(self.n, generator=generator).to(self.device)
 
-    def next(self) -> np.ndarray:
-        """The next batch of indices; a short tail is filled from the next epoch."""
+    def next(self) -> torch.Tensor:
+        """The next batch of indices (a tensor on the device); a short tail is filled from the next epoch."""
         out = []
         need = self.batch_size
         while need > 0:
@@ -58,7 +58,7 @@ class BatchStream:
             if self.position >= self.n:
                 self.epoch, self.position = self.epoch + 1, 0
                 self._perm = self._permutation()
-        return np.concatenate(out)
+        return out[0] if len(out) == 1 else torch.cat(out)
 
     def state(self) -> dict[str, int]:
         return {"epoch": self.epoch, "position": self.position}
@@ -157,7 +157,9 @@ class Trainer:
         self.model.train()  # once: the EMA copy is the one that samples and is saved
         self.learning_rate, self.lr_schedule, self.lr_warmup_steps = learning_rate, lr_schedule, lr_warmup_steps
         self.bf16 = bf16
-        self.batches = BatchStream(len(dataset), batch_size, seed)  # the global batch; each rank takes its shard
+        if hasattr(dataset, "to"):  # rows and window index where the model is: batches are gathered there
+            dataset.to(self.device)
+        self.batches = BatchStream(len(dataset), batch_size, seed, self.device)  # the global batch; ranks shard it
         self.seed = seed
         self.step = 0
         self.dist.seed_rank(seed)
