@@ -1,7 +1,9 @@
 """Time value-guided planning at the paper's Hopper settings: our GuidedPlanner against Hugging Face diffusers.
 
 Usage: ``python benchmarks/planning_speed.py [--preset paper|cpu] [--threads T] [--repeats 7] [--n-envs 1 8 32]
-[--modes exact ...] [--scaling-modes exact ...] [--diffusers-no-grad] [--quick]``. diffusers is an optional extra (``pip install -e ".[bench]"``); without it the
+[--modes exact ...] [--scaling-modes exact ...] [--diffusers-no-grad] [--quick] [--device cuda]``.
+``--device cuda`` times the GPU rows (our planner on the GPU, synchronised; diffusers' rows stay on the CPU unless
+``--no-diffusers``); the "compiled" modes (``planner.compile=reduce-overhead``, CUDA graphs) are for it. diffusers is an optional extra (``pip install -e ".[bench]"``); without it the
 diffusers row is skipped. Not a test.
 
 Both sides run in one process, on one observation, at one thread count (``torch.set_num_threads``), with random
@@ -73,7 +75,10 @@ MODES: dict[str, dict] = {
     "1 guide step": {"n_guide_steps": 1},
     "batch / 4": {"batch_divisor": 4},
     "warm 4, batch / 4": {"warm_start_steps": 4, "batch_divisor": 4},
+    "exact, compiled": {"compile": "reduce-overhead"},  # CUDA graphs: for --device cuda (not timed by default)
+    "warm 4, compiled": {"warm_start_steps": 4, "compile": "reduce-overhead"},
 }
+DEFAULT_MODES = [m for m in MODES if "compiled" not in m]
 
 
 def planner_kwargs(mode: str, batch_size: int) -> dict:
@@ -193,20 +198,34 @@ def n_params(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def matmul_gflops(n: int, repeats: int) -> float:
-    """This machine's fp32 matmul throughput at the current thread count: median over timed n × n products."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def synchronized(fn: Callable[[], object], device: torch.device) -> Callable[[], object]:
+    """fn, then wait for the device (a GPU call returns before its kernels finish)."""
+    if device.type != "cuda":
+        return fn
+
+    def call():
+        out = fn()
+        torch.cuda.synchronize(device)
+        return out
+
+    return call
+
+
+def matmul_gflops(n: int, repeats: int, device: torch.device = torch.device("cpu")) -> float:
+    """The device's fp32 matmul throughput (CPU: at the current thread count): median over timed n × n products."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    product = synchronized(lambda: a @ b, device)
     for _ in range(2):
-        a @ b
+        product()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        a @ b
+        product()
         times.append(time.perf_counter() - start)
     return 2 * n**3 / statistics.median(times) / 1e9
 
 
-def build_ours(seed: int, dim: int):
+def build_ours(seed: int, dim: int, device: torch.device = torch.device("cpu")):
     """The diffusion and value models exactly as diffuser.runs.build.build_model makes them for the hopper presets."""
     torch.manual_seed(seed)
     transition_dim = OBSERVATION_DIM + ACTION_DIM
@@ -223,7 +242,7 @@ def build_ours(seed: int, dim: int):
     value = build_model(
         "value", normalizer, model=ModelConfig(kind="value", dim=dim, dim_mults=list(DIM_MULTS)), **common
     )
-    return diffusion, value
+    return diffusion.to(device), value.to(device)
 
 
 def build_diffusers(seed: int, dim: int):
@@ -260,7 +279,8 @@ def main() -> None:
     parser.add_argument("--preset", choices=list(PRESETS), default="paper", help="width and candidates per env")
     parser.add_argument("--scaling-modes", nargs="+", default=["exact", "warm 2"], choices=list(MODES),
                         help="modes also timed at every --n-envs N > 1 (all modes are timed at N = 1)")
-    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES), help="our modes to time")
+    parser.add_argument("--modes", nargs="+", default=DEFAULT_MODES, choices=list(MODES), help="our modes to time")
+    parser.add_argument("--device", default="cpu", help="where our planner runs: cpu, cuda or cuda:N")
     parser.add_argument("--no-diffusers", action="store_true", help="skip diffusers even if it is installed")
     parser.add_argument("--diffusers-no-grad", action="store_true",
                         help="also time diffusers' pipeline called inside torch.no_grad()")
@@ -278,7 +298,10 @@ def main() -> None:
     observation = np.random.default_rng(args.seed + 1).standard_normal(OBSERVATION_DIM).astype(np.float32)
 
     dim, batch_size = PRESETS[args.preset]["dim"], PRESETS[args.preset]["batch_size"]
-    diffusion, value = build_ours(args.seed, dim)
+    device = torch.device(args.device)
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    print(f"our planner on {where}")
+    diffusion, value = build_ours(args.seed, dim)  # on the CPU, for the parameter and FLOP counts
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.preset} preset: H {HORIZON}, "
           f"{N_DIFFUSION_STEPS} diffusion steps, dim {dim} × {tuple(DIM_MULTS)}, {batch_size} plans per env, "
           f"{N_GUIDE_STEPS} guide steps, scale {SCALE}")
@@ -289,13 +312,14 @@ def main() -> None:
 
     entries: list[Entry] = []
     for mode in args.modes:
+        diffusion, value = build_ours(args.seed, dim, device)  # fresh networks: a compiled mode compiles its own
         planner = GuidedPlanner(diffusion, ValueGuide(value.model), **planner_kwargs(mode, batch_size))
         for n in [1] + [n for n in args.n_envs if n != 1 and mode in args.scaling_modes]:
             observations = np.repeat(observation[None], n, axis=0)
-            generator = torch.Generator().manual_seed(args.seed)
+            generator = torch.Generator(device=device).manual_seed(args.seed)
             ids = list(range(n))  # the same envs every call, so a warm start has previous plans after the first
-            entries.append(Entry(mode, n, lambda p=planner, o=observations, g=generator, i=ids: p.plan(
-                o, generator=g, env_ids=i)))
+            entries.append(Entry(mode, n, synchronized(lambda p=planner, o=observations, g=generator, i=ids: p.plan(
+                o, generator=g, env_ids=i), device)))
 
     reference: Entry | None = None
     if not args.no_diffusers:
@@ -319,8 +343,8 @@ def main() -> None:
 
                 entries.append(Entry("diffusers no_grad", 1, call_no_grad))
 
-    peak = matmul_gflops(args.matmul_size, repeats=10)
-    print(f"fp32 matmul {args.matmul_size}×{args.matmul_size}: {peak:.1f} GFLOP/s (median of 10)")
+    peak = matmul_gflops(args.matmul_size, repeats=10, device=device)
+    print(f"fp32 matmul {args.matmul_size}×{args.matmul_size} on {where}: {peak:.1f} GFLOP/s (median of 10)")
 
     for entry in entries:  # a first call (cold: a warm start has no previous plan yet), then the FLOP count
         entry.call()

@@ -1,27 +1,32 @@
 """Time the trainer's step on the presets' networks, against its own forward + backward passes, side by side.
 
-Usage: ``python benchmarks/training_speed.py [--repeats 30] [--threads 1] [--presets tiny hopper16 ...] [--bf16]``.
+Usage: ``python benchmarks/training_speed.py [--repeats 30] [--threads 1] [--presets tiny hopper16 ...] [--bf16]
+[--compile reduce-overhead] [--device cuda]``.
 
 For each preset, one process times, in turn (round-robin, so machine noise hits every mode alike; medians quoted):
 - **step**: ``Trainer.train_step()`` of the real trainer on a synthetic window dataset (batch 32 × 2: gather the
   batch, two micro-batches of forward + backward, gradient norm, divergence guard, Adam);
 - **passes**: the same two micro-batches of forward + backward alone, then zeroing the gradients: the arithmetic a
   step cannot avoid;
-- **step bf16** (with ``--bf16``): the step under bfloat16 autocast (``trainer.bf16``).
+- **step bf16** (with ``--bf16``): the step under bfloat16 autocast (``trainer.bf16``);
+- **step compiled** (with ``--compile MODE``): the step with ``trainer.compile=MODE`` (its compilation happens in
+  the warm-up rounds and is reported apart).
 
 "fixed cost" = step / passes: what the step costs beyond its passes (1.00 = none). steps/s and samples/s (64 windows
 per step) are the step's. Presets: the tiny test network (dim 8, H 16), the Maze2D CPU presets (dim 16, dim_mults
 (1, 4, 8), N 64), hopper/walker2d at the CPU preset's dim 16 and the paper's dim 32 (H 32, (1, 2, 4, 8), N 20), the
-halfcheetah CPU network (H 4, dim 16, (1, 4, 8), attention) and the paper U-Maze network (dim 32, H 128). On a
-machine with CUDA, the GPU rows time the same on the GPU (synchronised). Not a test.
+halfcheetah CPU network (H 4, dim 16, (1, 4, 8), attention) and the paper U-Maze and Large networks (dim 32, H 128
+and 384). ``--device cuda`` times the same on a GPU (synchronised): benchmarks/device_check.sh. Not a test.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -50,9 +55,10 @@ PRESETS = {
     "medium": Preset(64, 4, 2, 16, (1, 4, 8), 64),  # experiment=maze2d_medium_cpu
     "large": Preset(96, 4, 2, 16, (1, 4, 8), 64),  # experiment=maze2d_large_cpu
     "hopper16": Preset(32, 11, 3, 16, (1, 2, 4, 8), 20),  # experiment=locomotion_cpu on hopper-medium-v2
-    "hopper32": Preset(32, 11, 3, 32, (1, 2, 4, 8), 20),  # the paper's width (experiment=locomotion)
+    "hopper32": Preset(32, 11, 3, 32, (1, 2, 4, 8), 20),  # the paper's hopper preset (experiment=locomotion)
     "halfcheetah16": Preset(4, 17, 6, 16, (1, 4, 8), 20, attention=True),  # experiment=halfcheetah_cpu
     "umaze_paper": Preset(128, 4, 2, 32, (1, 4, 8), 64),  # experiment=maze2d_umaze (the paper's)
+    "large_paper": Preset(384, 4, 2, 32, (1, 4, 8), 256),  # experiment=maze2d_large (the paper's)
 }
 
 
@@ -92,15 +98,20 @@ def timed(fn, device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def bench(preset: Preset, device: torch.device, repeats: int, bf16: bool, run_dir: str) -> dict[str, float]:
-    """Median seconds of a step, of its passes, and of a bf16 step."""
+def bench(preset: Preset, device: torch.device, repeats: int, bf16: bool, compile: str | None,
+          run_dir: str) -> dict[str, float]:
+    """Median seconds of a step, of its passes, of a bf16 step and of a compiled step; and the compilation's."""
     torch.manual_seed(0)
     dataset = RandomWindows(preset, 512, device)
-    trainers = {"step": Trainer(make_model(preset), dataset, Logger(run_dir, backend="disabled"), run_dir,
-                                n_train_steps=10**9, device=device, progress=False)}
+    options = {"step": {}}
     if bf16:
-        trainers["step bf16"] = Trainer(make_model(preset), dataset, Logger(run_dir, backend="disabled"), run_dir,
-                                        n_train_steps=10**9, device=device, progress=False, bf16=True)
+        options["step bf16"] = {"bf16": True}
+    if compile:
+        options["step compiled"] = {"compile": compile}
+    trainers = {name: Trainer(make_model(preset), dataset, Logger(run_dir, backend="disabled"), run_dir,
+                              n_train_steps=10**9, device=device, progress=False, **kwargs)
+                for name, kwargs in options.items()}
+    compile_seconds = timed(trainers["step compiled"].train_step, device) if compile else 0.0
     plain = trainers["step"].model
     batch = dataset.get_batch(torch.arange(64) % len(dataset))
 
@@ -118,7 +129,7 @@ def bench(preset: Preset, device: torch.device, repeats: int, bf16: bool, run_di
             seconds = timed(fn, device)
             if repeat >= 3:
                 times[name].append(seconds)
-    return {name: statistics.median(t) for name, t in times.items()}
+    return {**{name: statistics.median(t) for name, t in times.items()}, "compilation": compile_seconds}
 
 
 def main() -> None:
@@ -127,22 +138,32 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--presets", nargs="+", default=["tiny", "hopper16"], choices=list(PRESETS))
     parser.add_argument("--bf16", action="store_true", help="also time the step under bf16 autocast")
+    parser.add_argument("--compile", default=None, help="also time the step with trainer.compile=MODE")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--run-dir", default="/tmp/diffuser_training_speed", help="scratch folder (nothing saved)")
+    parser.add_argument("--json", default=None, help="also write the medians (seconds) per preset to this file")
     args = parser.parse_args()
+    results = {}
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {args.threads} thread(s)"
     print(f"{name}, torch {torch.__version__}, batch 32 x 2, median of {args.repeats} rounds")
     print(f"{'preset':>13} {'steps/s':>9} {'samples/s':>10} {'passes/s':>9} {'fixed cost':>11}"
-          + (f" {'bf16 steps/s':>13} {'bf16 / fp32':>12}" if args.bf16 else ""))
+          + (f" {'bf16 steps/s':>13} {'bf16 / fp32':>12}" if args.bf16 else "")
+          + (f" {'compiled steps/s':>17} {'compiled / eager':>17} {'compile s':>10}" if args.compile else ""))
     for preset_name in args.presets:
-        t = bench(PRESETS[preset_name], device, args.repeats, args.bf16, args.run_dir)
+        t = results[preset_name] = bench(PRESETS[preset_name], device, args.repeats, args.bf16, args.compile,
+                                         args.run_dir)
         line = (f"{preset_name:>13} {1 / t['step']:>9.2f} {64 / t['step']:>10.0f} {1 / t['passes']:>9.2f} "
                 f"{t['step'] / t['passes']:>10.3f}x")
         if args.bf16:
             line += f" {1 / t['step bf16']:>13.2f} {t['step'] / t['step bf16']:>11.2f}x"
+        if args.compile:
+            line += (f" {1 / t['step compiled']:>17.2f} {t['step'] / t['step compiled']:>16.2f}x"
+                     f" {t['compilation']:>10.0f}")
         print(line, flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"device": name, "seconds": results}, indent=2))
 
 
 if __name__ == "__main__":

@@ -76,6 +76,8 @@ class TrainerConfig:
     lr_schedule: str = "constant"  # constant | cosine (a half cosine down to 0 at n_train_steps); not in the paper
     lr_warmup_steps: int = 0  # linear warm-up steps before the schedule; not in the paper
     bf16: bool = False  # bfloat16 autocast for the forward pass (weights, Adam, EMA stay float32); not in the paper
+    compile: Optional[str] = None  # torch.compile mode of the loss (forward + backward): None (eager) | default |
+    #   reduce-overhead (CUDA graphs; for GPUs) | max-autotune; not in the paper (docs/speed.md)
     ema_decay: float = 0.995
     step_start_ema: int = 2000  # before this step the EMA is a hard copy
     update_ema_every: int = 10
@@ -145,6 +147,8 @@ class PlannerConfig:
     warm_start_steps: Optional[int] = 0  # >0: denoise the previous plan, shifted and noised, for only this many
     #   steps; None: guide.t_stopgrad + 2, so that the value gradient acts at the first two (resolve_warm_start)
     bf16: bool = False  # bfloat16 autocast for the networks
+    compile: Optional[str] = None  # locomotion: torch.compile mode of the denoiser and the guide's network (None:
+    #   eager; reduce-overhead: CUDA graphs, for GPUs; shapes are fixed per number of running episodes)
     select: Optional[str] = None  # locomotion: the critic that ranks the candidates (value | iql_v | iql_q);
     #   None: guide.critic (planning/critics.py). Not in the paper
     fresh_candidates: int = 0  # locomotion: unguided candidates per env from fresh noise beside the guided ones

@@ -9,7 +9,8 @@ The defaults are the original code's sampler ("exact"). Fast modes, each off by 
   ``n_sample_steps``;
 - ``warm_start_steps`` = k: from the second call of an episode on, start from the env's previous best plan shifted
   by one step (the paper's Sec. 5.4), noised to the sampler's step k − 1, and denoise only the last k steps;
-- ``bf16``: run the networks under bfloat16 autocast (CPU or CUDA).
+- ``bf16``: run the networks under bfloat16 autocast (CPU or CUDA);
+- ``compile``: a torch.compile mode for the denoiser and the guide's network (``reduce-overhead``: CUDA graphs).
 
 Selection (not in the paper, off by default): ``selector``, a critic other than the guide (``planning/critics.py``),
 ranks the candidates instead of the guide's values; ``fresh_candidates`` adds that many unguided candidates per env
@@ -29,6 +30,7 @@ from diffuser.diffusion.gaussian import GaussianDiffusion, TimestepMap
 from diffuser.diffusion.guidance import ValueGuide, guided_sample_fn
 from diffuser.diffusion.schedulers import DDPMScheduler
 from diffuser.planning.plan import Plan
+from diffuser.utils.compiling import compiled
 
 
 class GuidedPlanner:
@@ -53,6 +55,7 @@ class GuidedPlanner:
         selector: ValueGuide | None = None,
         fresh_candidates: int = 0,
         fresh_scheduler: DDPMScheduler | None = None,
+        compile: str | None = None,
     ):
         if scheduler is not None and n_sample_steps is not None:
             raise ValueError(f"n_sample_steps={n_sample_steps} and scheduler={scheduler!r}: give the steps to the "
@@ -68,6 +71,10 @@ class GuidedPlanner:
         self.fresh_diffusion = fresh_scheduler.prepare(diffusion) if fresh_candidates else None
         self.fresh_step = None if fresh_scheduler is None or type(fresh_scheduler) is DDPMScheduler else fresh_scheduler.step
         self.selector = selector
+        if compile is not None:  # the denoiser and the guide's network, compiled in place for their fixed shapes
+            diffusion.model = compiled(diffusion.model, compile, "planner.compile")
+            if guide is not None:
+                guide = ValueGuide(compiled(guide.model, compile, "planner.compile"))
         scheduler = scheduler or DDPMScheduler(n_sample_steps)
         sampled = scheduler.prepare(diffusion)
         if sampled is not diffusion:

@@ -115,6 +115,7 @@ class LocomotionTask(Task):
             scale_grad_by_std=g.scale_grad_by_std, scheduler=make_scheduler(p.scheduler, p.n_sample_steps, p.eta),
             warm_start_steps=p.warm_start_steps, bf16=p.bf16, selector=selector, fresh_candidates=p.fresh_candidates,
             fresh_scheduler=make_scheduler("ddim", p.fresh_steps, 0.0) if p.fresh_candidates else None,
+            compile=p.compile,
         )
 
     def run_episodes(self, evaluation: Evaluation, config: PlanConfig) -> LocomotionResults:

@@ -25,6 +25,7 @@ from diffuser.runs.checkpoint import latest_checkpoint, load_trainer_state, save
 from diffuser.runs.logger import Logger
 from diffuser.training.distributed import Distributed
 from diffuser.training.ema import EMA
+from diffuser.utils.compiling import compiled
 
 
 class NonFiniteLossError(ValueError):
@@ -115,6 +116,7 @@ class Trainer:
         lr_schedule: str = "constant",
         lr_warmup_steps: int = 0,
         bf16: bool = False,
+        compile: str | None = None,
         ema_decay: float = 0.995,
         step_start_ema: int = 2000,
         update_ema_every: int = 10,
@@ -138,6 +140,8 @@ class Trainer:
         self.device = torch.device(device)
         self.model = model.to(self.device)
         self.net = self.dist.wrap(self.model, self.device)  # what computes the loss: DDP, or the model itself
+        if compile is not None:  # forward and backward compiled at the batch's fixed shape (CUDA graphs on a GPU)
+            self.net = compiled(self.net, compile, "trainer.compile")
         self.ema_model = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.ema = EMA(ema_decay)
         self.dataset = dataset
@@ -270,7 +274,7 @@ class Trainer:
                 with autocast:
                     loss, info = self.net(batch)
                 (loss / self.gradient_accumulate_every).backward()
-            losses.append(loss.detach())
+            losses.append(loss.detach().clone())  # clone: CUDA graphs reuse their output memory on the next call
             for k, v in info.items():
                 v = torch.as_tensor(v, dtype=torch.float32, device=self.device) / self.gradient_accumulate_every
                 totals[k] = totals[k] + v if k in totals else v
