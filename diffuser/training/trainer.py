@@ -283,11 +283,14 @@ class Trainer:
         totals["grad_norm"] = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
         loss = torch.stack(losses).float().sum()  # non-finite if any micro-batch's loss is
         found_inf = ~(torch.isfinite(loss) & torch.isfinite(totals["grad_norm"]))
-        if self.dist.enabled and self.dist.any(bool(found_inf)):  # all ranks stop together, now
-            self.optimizer.zero_grad(set_to_none=True)
-            raise self._diverged("the loss is not finite on another process" if not found_inf else
-                                 f"the loss is {loss.item()}" if not torch.isfinite(loss) else
-                                 f"the gradient norm is {totals['grad_norm'].item()}")
+        if self.dist.enabled:  # all ranks stop together, now (the norm is the same on every rank: averaged gradients)
+            own_loss_bad = not bool(torch.isfinite(loss))
+            any_loss_bad = self.dist.any(own_loss_bad)
+            if any_loss_bad or not bool(torch.isfinite(totals["grad_norm"])):
+                self.optimizer.zero_grad(set_to_none=True)
+                raise self._diverged(f"the loss is {loss.item()}" if own_loss_bad else
+                                     "the loss is not finite on another process" if any_loss_bad else
+                                     f"the gradient norm is {totals['grad_norm'].item()}")
         self._remember_if_bad(found_inf, loss, totals["grad_norm"])
         if self.optimizer.param_groups[0]["fused"]:
             self.optimizer.found_inf = found_inf.float()  # fused Adam skips the update (and its step count) on 1
