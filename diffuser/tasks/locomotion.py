@@ -78,7 +78,13 @@ class LocomotionTask(Task):
         checked against the diffusion run; None when no IQL critic is asked for."""
         if run.config["model"]["kind"] != "diffusion" or not set(critics_used(config)) & set(IQL_RULES):
             return None
-        path = config.critic_run or find_latest_run(config.runs_root, self.name, "iql", argument="critic_run")
+        try:
+            path = config.critic_run or find_latest_run(config.runs_root, self.name, "iql", argument="critic_run")
+        except FileNotFoundError as error:
+            raise FileNotFoundError(
+                f"{error}. The IQL critic comes from `python train.py experiment=locomotion_iql env.name={self.name}` "
+                "(about 15 minutes on 2 cores); without one, plan with planner.select=value guide.critic=value"
+            ) from None
         critic = load_run(path, device)
         check_critic_compatible(run, critic)
         print(f"critic run: {path}")
