@@ -6,7 +6,10 @@ an IQL run, or both), on fresh behaviour-policy episodes that no model saw.
    zero rows past an episode's end): Pearson and Spearman correlation.
 2. **Candidates of one state.** For states of the fresh episodes, K unguided plans each; every plan's H actions are
    executed open loop from that state in the simulator, then the behaviour policy (the policy whose returns the value
-   model learned) takes over until the episode's 1000 steps are up (``--repeats`` continuations, averaged). Per
+   model learned) takes over until the episode's 1000 steps are up (``--repeats`` continuations, averaged; sampled
+   as in the data, or by the policy's mean with ``--continuation deterministic``, which takes the continuation's
+   sampling noise out of the realized returns; with sampled ones, their split-half Spearman says how much ranking
+   that noise leaves measurable). Per
    state: the Spearman correlation of the plans' predicted values with these realized discounted returns, and the realized return of the plan the value
    model would pick against the mean and the best candidate. Every critic given scores the same candidates:
    ``value`` (the value run), ``iql_v`` (Σ_h V(s_h)) and ``iql_q`` (Q(s_0, a_0)) of the IQL run
@@ -15,7 +18,7 @@ an IQL run, or both), on fresh behaviour-policy episodes that no model saw.
    σ_t‖z‖ the step adds, and how far guidance moves the first action: the same noise with and without the gradient.
 
     python -m diffuser.tools.value_check --diffusion-run runs/hopper-medium-v2/cpu/<time>_s0 \\
-        --value-run runs/hopper-medium-v2/cpu_value/<time>_s0 --iql-run runs/hopper-medium-v2/iql/<time>_s0 \
+        --value-run runs/hopper-medium-v2/cpu_value/<time>_s0 --iql-run runs/hopper-medium-v2/iql/<time>_s0 \\
         --output value_check.json
 
 Measurements 1 and 3 need the value run; realized returns use its discount and termination penalty (without one:
@@ -179,6 +182,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--states", type=int, default=12)
     parser.add_argument("--candidates", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=4, help="behaviour-policy continuations per candidate (mean)")
+    parser.add_argument("--continuation", choices=["sampled", "deterministic"], default="sampled",
+                        help="how the behaviour policy acts after a plan: sampled, as in the data, or by its mean, "
+                             "so a candidate's realized return has no sampling noise (then --repeats 1 suffices)")
     parser.add_argument("--discount", type=float, default=0.997, help="of realized returns, without a value run")
     parser.add_argument("--penalty", type=float, default=-100.0, help="at a fall in realized returns, without a "
                         "value run")
@@ -209,6 +215,8 @@ def main(argv: list[str] | None = None) -> dict:
                 critics[rule] = ValueGuide(IQLPlanCritic(iql_run.model, diffusion_run.model.normalizer, rule))
         (_, spec), *_ = recipe_policies(diffusion_run.config["env"]["name"])
         policy = load_policy(spec, action_dim=diffusion_run.model.action_dim)
+        continuation = policy if args.continuation == "sampled" else load_policy(
+            spec, action_dim=diffusion_run.model.action_dim, deterministic=True)
     env = diffusion_run.config["env"]
     diffusion = diffusion_run.model
     name, gym_version = env["name"], env.get("gym_version", "v4")
@@ -248,19 +256,29 @@ def main(argv: list[str] | None = None) -> dict:
             t = torch.zeros(len(plans), dtype=torch.long)
             values = {c: critic(plans, t).numpy() for c, critic in critics.items()}
         actions = diffusion.unnormalize(plans)[..., : diffusion.action_dim].numpy()
-        realized = realized_returns(name, gym_version, episode["infos/qpos"][t0], episode["infos/qvel"][t0], t0,
-                                    np.repeat(actions, args.repeats, axis=0), policy, discount, penalty,
-                                    args.seed + 1000 * s).reshape(len(actions), args.repeats).mean(axis=1)
+        repeats = realized_returns(name, gym_version, episode["infos/qpos"][t0], episode["infos/qvel"][t0], t0,
+                                   np.repeat(actions, args.repeats, axis=0), continuation, discount, penalty,
+                                   args.seed + 1000 * s).reshape(len(actions), args.repeats)
+        realized = repeats.mean(axis=1)
         record = {"episode_step": t0, "realized": realized.tolist(), "mean": float(realized.mean()),
                   "best": float(realized.max()), "critics": {}}
+        if args.repeats >= 2 and args.continuation == "sampled":  # how far the realized returns rank themselves
+            half = args.repeats // 2
+            record["split_half"] = spearman(repeats[:, :half].mean(axis=1), repeats[:, half:].mean(axis=1))
         for c, v in values.items():
             record["critics"][c] = {"spearman": spearman(v, realized), "predicted": v.tolist(),
                                     "picked": float(realized[v.argmax()])}
         per_state.append(record)
         print(f"2. state {s} (step {t0}): realized mean {record['mean']:.0f} best {record['best']:.0f}; " + "; ".join(
             f"{c} Spearman {r['spearman']:+.2f} picked {r['picked']:.0f}" for c, r in record["critics"].items()))
+    halves = [r["split_half"] for r in per_state if "split_half" in r]
     candidates = {
         "states": per_state,
+        "continuation": args.continuation,
+        # Spearman of one half of the continuations' returns against the other: the ranking the noise of the
+        # sampled continuations leaves measurable (a critic's Spearman against the mean of all of them can exceed it
+        # somewhat, since that mean is less noisy than either half)
+        "split_half_spearman": float(np.mean(halves)) if halves else None,
         "best_minus_mean": float(np.mean([r["best"] - r["mean"] for r in per_state])),
         "critics": {c: {
             "mean_spearman": float(np.mean([r["critics"][c]["spearman"] for r in per_state])),
@@ -268,6 +286,9 @@ def main(argv: list[str] | None = None) -> dict:
             "picked_minus_mean": float(np.mean([r["critics"][c]["picked"] - r["mean"] for r in per_state])),
         } for c in critics},
     }
+    if halves:
+        print(f"2. the realized returns' own split-half Spearman (noise of {args.repeats} sampled continuations): "
+              f"{candidates['split_half_spearman']:+.3f}")
     for c, r in candidates["critics"].items():
         print(f"2. {c}: mean Spearman over states {r['mean_spearman']:+.3f} ± {r['spearman_se']:.3f}; realized "
               f"return of its pick − candidate mean {r['picked_minus_mean']:+.1f} "
