@@ -153,6 +153,8 @@ class PlannerConfig:
     #   None: guide.critic (planning/critics.py). Not in the paper
     fresh_candidates: int = 0  # locomotion: unguided candidates per env from fresh noise beside the guided ones
     fresh_steps: int = 4  # DDIM steps (η 0) of those fresh candidates
+    inverse_dynamics: bool = False  # locomotion: execute f(s_0, ŝ_1) of an inverse-dynamics run instead of the
+    #   planned first action (Decision Diffuser's way; not in the paper)
     # Maze2D closed loop (all off: the paper's planner, one plan per episode; see diffuser/planning/maze2d.py):
     horizon_fractions: Optional[list[float]] = None  # candidate plan lengths as fractions of the run's horizon
     #   (rounded to lengths the network takes); the shortest dynamically consistent plan is kept
@@ -176,6 +178,8 @@ class PlanConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     diffusion_run: Optional[str] = None  # run folder (diffusion or bc); None = newest under runs/<env>/<exp_name>/
     value_run: Optional[str] = None  # locomotion with guide=value: the value run folder
+    inverse_dynamics_run: Optional[str] = None  # with planner.inverse_dynamics: the run; None = newest
+    #   runs/<env>/invdyn/
     critic_run: Optional[str] = None  # locomotion with an IQL critic (guide.critic / planner.select iql_*): the IQL
     #   run folder; None = newest under runs/<env>/iql/
     checkpoint: Optional[str] = None  # step folder name; None = the run's latest

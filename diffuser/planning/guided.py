@@ -10,7 +10,8 @@ The defaults are the original code's sampler ("exact"). Fast modes, each off by 
 - ``warm_start_steps`` = k: from the second call of an episode on, start from the env's previous best plan shifted
   by one step (the paper's Sec. 5.4), noised to the sampler's step k − 1, and denoise only the last k steps;
 - ``bf16``: run the networks under bfloat16 autocast (CPU or CUDA);
-- ``compile``: a torch.compile mode for the denoiser and the guide's network (``reduce-overhead``: CUDA graphs).
+- ``compile``: a torch.compile mode for the denoiser and the guide's network (``reduce-overhead``: CUDA graphs);
+- ``inverse_dynamics``: execute f(s_0, ŝ_1) of an inverse-dynamics model instead of the chosen plan's first action.
 
 Selection (not in the paper, off by default): ``selector``, a critic other than the guide (``planning/critics.py``),
 ranks the candidates instead of the guide's values; ``fresh_candidates`` adds that many unguided candidates per env
@@ -26,6 +27,7 @@ import math
 import numpy as np
 import torch
 
+from diffuser.baselines.inverse_dynamics import InverseDynamics
 from diffuser.diffusion.gaussian import GaussianDiffusion, TimestepMap
 from diffuser.diffusion.guidance import ValueGuide, guided_sample_fn
 from diffuser.diffusion.schedulers import DDPMScheduler
@@ -56,6 +58,7 @@ class GuidedPlanner:
         fresh_candidates: int = 0,
         fresh_scheduler: DDPMScheduler | None = None,
         compile: str | None = None,
+        inverse_dynamics: InverseDynamics | None = None,
     ):
         if scheduler is not None and n_sample_steps is not None:
             raise ValueError(f"n_sample_steps={n_sample_steps} and scheduler={scheduler!r}: give the steps to the "
@@ -71,6 +74,7 @@ class GuidedPlanner:
         self.fresh_diffusion = fresh_scheduler.prepare(diffusion) if fresh_candidates else None
         self.fresh_step = None if fresh_scheduler is None or type(fresh_scheduler) is DDPMScheduler else fresh_scheduler.step
         self.selector = selector
+        self.inverse_dynamics = inverse_dynamics
         if compile is not None:  # the denoiser and the guide's network, compiled in place for their fixed shapes
             diffusion.model = compiled(diffusion.model, compile, "planner.compile")
             if guide is not None:
@@ -166,8 +170,11 @@ class GuidedPlanner:
         chosen = candidates[best].float()
         if env_ids is not None:
             self.previous.update(zip(env_ids, chosen))
-        trajectories = self.diffusion.unnormalize(chosen).cpu().numpy()
         action_dim = self.diffusion.action_dim
+        raw = self.diffusion.unnormalize(chosen)
+        if self.inverse_dynamics is not None:  # execute f(s_0, ŝ_1) instead of the planned first action
+            raw[:, 0, :action_dim] = self.inverse_dynamics.act(raw[:, 0, action_dim:], raw[:, 1, action_dim:])
+        trajectories = raw.cpu().numpy()
         best = values.max(dim=1).values.cpu().numpy()
         return Plan(trajectories[..., :action_dim], trajectories[..., action_dim:], values=best)
 

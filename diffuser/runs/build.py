@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from diffuser.baselines.bc import MLPPolicy
 from diffuser.baselines.iql import IQL
+from diffuser.baselines.inverse_dynamics import InverseDynamics
 from diffuser.config import DiffusionConfig, IQLConfig, ModelConfig
 from diffuser.diffusion.gaussian import GaussianDiffusion, ValueDiffusion
 from diffuser.diffusion.normalization import Normalizer
 from diffuser.models import TemporalUnet, ValueFunction
 
-MODEL_KINDS = ("diffusion", "value", "bc", "iql")
+MODEL_KINDS = ("diffusion", "value", "bc", "iql", "invdyn")
 
 
 def build_model(
@@ -23,13 +24,17 @@ def build_model(
     diffusion: DiffusionConfig,
     iql: IQLConfig | None = None,
     discount: float = 0.99,
-) -> GaussianDiffusion | MLPPolicy | IQL:
+) -> GaussianDiffusion | MLPPolicy | IQL | InverseDynamics:
     """GaussianDiffusion over a TemporalUnet, ValueDiffusion over a ValueFunction, the BC MLPPolicy, or IQL's
-    critics and policy (``iql`` settings and ``discount``, env.discount, for kind iql only)."""
+    critics and policy (``iql`` settings and ``discount``, env.discount, for kind iql only), or the inverse dynamics
+    MLP a = f(s, s')."""
     if kind not in MODEL_KINDS:
         raise ValueError(f"unknown model kind '{kind}'; valid: {list(MODEL_KINDS)}")
     if kind == "bc":
         return MLPPolicy(normalizer, observation_dim=observation_dim, action_dim=action_dim, hidden_dim=model.dim)
+    if kind == "invdyn":
+        return InverseDynamics(normalizer, observation_dim=observation_dim, action_dim=action_dim,
+                               hidden_dim=model.dim)
     if kind == "iql":
         iql = iql or IQLConfig()
         return IQL(normalizer, observation_dim=observation_dim, action_dim=action_dim, hidden_dim=model.dim,

@@ -99,13 +99,14 @@ def check_compatible(diffusion: Run, value: Run, discount: float) -> None:
     check_same_normalizer(diffusion, value, "value run")
 
 
-def check_critic_compatible(diffusion: Run, critic: Run) -> None:
-    """Refuse an IQL critic run that was not trained on the diffusion run's data, naming both: model kind, dataset,
-    dims, normalizer kind and statistics."""
+def check_critic_compatible(diffusion: Run, critic: Run, kind: str = "iql", what: str = "critic run") -> None:
+    """Refuse a run beside the diffusion run (an IQL critic, or inverse dynamics with kind="invdyn") that was not
+    trained on the diffusion run's data, naming both: model kind, dataset, dims, normalizer kind and statistics."""
     a, b = diffusion.config, critic.config
-    if b["model"]["kind"] != "iql":
-        raise ValueError(f"critic_run {critic.path} holds a '{b['model']['kind']}' model, not an IQL critic "
-                         "(train one with `python train.py experiment=locomotion_iql`)")
+    if b["model"]["kind"] != kind:
+        experiment = {"iql": "locomotion_iql", "invdyn": "locomotion_invdyn"}.get(kind, kind)
+        raise ValueError(f"{what.replace(' ', '_')} {critic.path} holds a '{b['model']['kind']}' model, not a "
+                         f"'{kind}' one (train one with `python train.py experiment={experiment}`)")
     pairs = {
         "env.name": (a["env"]["name"], b["env"]["name"]),
         "env.dataset": (a["env"].get("dataset"), b["env"].get("dataset")),
@@ -114,8 +115,8 @@ def check_critic_compatible(diffusion: Run, critic: Run) -> None:
     }
     for key, (x, y) in pairs.items():
         if x != y:
-            raise ValueError(f"diffusion run {diffusion.path} has {key}={x} but critic run {critic.path} has {key}={y}")
-    check_same_normalizer(diffusion, critic, "critic run")
+            raise ValueError(f"diffusion run {diffusion.path} has {key}={x} but {what} {critic.path} has {key}={y}")
+    check_same_normalizer(diffusion, critic, what)
 
 
 def check_same_normalizer(diffusion: Run, other: Run, what: str) -> None:

@@ -46,14 +46,14 @@ class Evaluation:
 
 
 def build_dataset(data: dict[str, np.ndarray], env: EnvConfig, *, horizon: int, kind: str) -> SequenceDataset:
-    """ValueDataset for value models; GoalDataset or SequenceDataset for diffusion models; horizon-1 windows for BC;
-    transitions (s, a, r, s', d) for IQL."""
+    """ValueDataset for value models; GoalDataset or SequenceDataset for diffusion models; horizon-1 windows for BC,
+    two-row windows for inverse dynamics; transitions (s, a, r, s', d) for IQL."""
     if kind not in MODEL_KINDS:
         raise ValueError(f"unknown model kind '{kind}'; valid: {list(MODEL_KINDS)}")
     if env.stride != 1 and not (kind == "diffusion" and env.goal_conditioned):
         raise ValueError(
             f"env.stride: {env.stride} is for Maze2D diffusion runs (goal-conditioned, plans tracked by a controller); "
-            "locomotion and value/BC/IQL runs execute every step: use env.stride=1"
+            "locomotion and value/BC/IQL/inverse-dynamics runs execute every step: use env.stride=1"
         )
     cls, extra = SequenceDataset, {}
     if kind == "iql":
@@ -65,7 +65,7 @@ def build_dataset(data: dict[str, np.ndarray], env: EnvConfig, *, horizon: int, 
     return cls(
         data,
         **extra,
-        horizon=1 if kind == "bc" else horizon,  # IQL: always two rows
+        horizon={"bc": 1, "invdyn": 2}.get(kind, horizon),  # IQL: always two rows
         normalizer=env.normalizer,
         max_path_length=env.max_path_length,
         use_padding=env.use_padding,

@@ -13,6 +13,7 @@ from pathlib import Path
 import gymnasium
 import torch
 
+from diffuser.baselines.inverse_dynamics import InverseDynamics
 from diffuser.config import PlanConfig
 from diffuser.data.sequence import SequenceDataset
 from diffuser.diffusion.guidance import ValueGuide
@@ -121,8 +122,20 @@ class LocomotionTask(Task):
             scale_grad_by_std=g.scale_grad_by_std, scheduler=make_scheduler(p.scheduler, p.n_sample_steps, p.eta),
             warm_start_steps=p.warm_start_steps, bf16=p.bf16, selector=selector, fresh_candidates=p.fresh_candidates,
             fresh_scheduler=make_scheduler("ddim", p.fresh_steps, 0.0) if p.fresh_candidates else None,
-            compile=p.compile,
+            compile=p.compile, inverse_dynamics=self.load_inverse_dynamics(config, run),
         )
+
+    def load_inverse_dynamics(self, config: PlanConfig, run: Run) -> InverseDynamics | None:
+        """With planner.inverse_dynamics: the inverse_dynamics_run's model (else the newest runs/<env>/invdyn/ run),
+        checked against the diffusion run."""
+        if not config.planner.inverse_dynamics:
+            return None
+        path = config.inverse_dynamics_run or find_latest_run(config.runs_root, self.name, "invdyn",
+                                                              argument="inverse_dynamics_run")
+        invdyn = load_run(path, next(run.model.parameters()).device)
+        check_critic_compatible(run, invdyn, kind="invdyn", what="inverse dynamics run")
+        print(f"inverse dynamics run: {path}")
+        return invdyn.model
 
     def run_episodes(self, evaluation: Evaluation, config: PlanConfig) -> LocomotionResults:
         return run_locomotion_episodes(
