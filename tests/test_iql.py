@@ -211,7 +211,7 @@ def run_of(kind: str, name: str = "hopper-medium-v2", obs: int = 2, mean: float 
     (run_of("iql", name="walker2d-medium-v2"), "env.name=hopper-medium-v2 but critic run .* env.name=walker2d"),
     (run_of("iql", obs=3), "dims="),
     (run_of("iql", mean=1.0), "normalizer statistics 'mean' differ.*different data"),
-    (run_of("value"), "holds a 'value' model, not an IQL critic"),
+    (run_of("value"), "critic_run .* holds a 'value' model, not an IQL critic.*experiment=locomotion_iql"),
 ])
 def test_a_critic_run_of_other_data_is_one_clear_error(critic, named):
     from diffuser.runs.load import check_critic_compatible
@@ -219,3 +219,25 @@ def test_a_critic_run_of_other_data_is_one_clear_error(critic, named):
     with pytest.raises(ValueError, match=named):
         check_critic_compatible(run_of("diffusion"), critic)
     check_critic_compatible(run_of("diffusion"), run_of("iql"))  # the matching pair passes
+
+
+def test_inverse_dynamics_action_by_hand_and_the_planner_executes_it():
+    from diffuser.baselines.inverse_dynamics import InverseDynamics
+
+    f = InverseDynamics(gaussian_normalizer(), observation_dim=2, action_dim=1, hidden_dim=4)
+    f.net = linear([1.0, 0.0, 0.0, 1.0])  # normalized a = s_0 + s'_1
+    # s (5, −1) → (1, 2); s' (1, −1.5) → (0, 1); a_n = 1 + 1 = 2 → a = 2·2 + 0.5 = 4.5
+    action = f.act(torch.tensor([[5.0, -1.0]]), torch.tensor([[1.0, -1.5]]))
+    assert action.item() == pytest.approx(4.5)
+
+    h = 8
+    diffusion = GaussianDiffusion(TemporalUnet(horizon=h, transition_dim=3, dim=8, dim_mults=(1, 2)),
+                                  gaussian_normalizer(), horizon=h, observation_dim=2, action_dim=1,
+                                  n_diffusion_steps=3)
+    observations = np.array([[5.0, -1.0], [0.0, 1.0]])
+    plan = GuidedPlanner(diffusion, None, batch_size=2, inverse_dynamics=f).plan(
+        observations, generator=torch.Generator().manual_seed(0))
+    # the executed action: 2·(normalized s_0 + normalized ŝ_1, second dim) + 0.5, from the plan's own ŝ_1
+    s0 = (observations[:, 0] - 1.0) / 4.0
+    s1 = (plan.observations[:, 1, 1] + 2.0) / 0.5
+    np.testing.assert_allclose(plan.first_actions[:, 0], 2.0 * (s0 + s1) + 0.5, rtol=1e-5, atol=1e-5)

@@ -104,9 +104,10 @@ def check_critic_compatible(diffusion: Run, critic: Run, kind: str = "iql", what
     trained on the diffusion run's data, naming both: model kind, dataset, dims, normalizer kind and statistics."""
     a, b = diffusion.config, critic.config
     if b["model"]["kind"] != kind:
-        experiment = {"iql": "locomotion_iql", "invdyn": "locomotion_invdyn"}.get(kind, kind)
-        raise ValueError(f"{what.replace(' ', '_')} {critic.path} holds a '{b['model']['kind']}' model, not a "
-                         f"'{kind}' one (train one with `python train.py experiment={experiment}`)")
+        wanted, experiment = {"iql": ("an IQL critic", "locomotion_iql"),
+                              "invdyn": ("an inverse-dynamics model", "locomotion_invdyn")}[kind]
+        raise ValueError(f"{what.replace(' ', '_')} {critic.path} holds a '{b['model']['kind']}' model, not "
+                         f"{wanted} (train one with `python train.py experiment={experiment}`)")
     pairs = {
         "env.name": (a["env"]["name"], b["env"]["name"]),
         "env.dataset": (a["env"].get("dataset"), b["env"].get("dataset")),
