@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from diffuser.baselines.mlp import mlp
 from diffuser.diffusion.conditioning import Batch
 from diffuser.diffusion.normalization import Normalizer
 
@@ -23,11 +24,7 @@ class MLPPolicy(nn.Module):
         super().__init__()
         self.normalizer = normalizer
         self.observation_dim, self.action_dim = observation_dim, action_dim
-        layers, width = [], observation_dim
-        for _ in range(n_layers):
-            layers += [nn.Linear(width, hidden_dim), nn.ReLU()]
-            width = hidden_dim
-        self.net = nn.Sequential(*layers, nn.Linear(width, action_dim))
+        self.net = mlp(observation_dim, action_dim, hidden_dim, n_layers)
 
     def forward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """MSE between predicted and data actions of the first transition of each window (normalized)."""

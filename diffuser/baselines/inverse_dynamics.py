@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from diffuser.baselines.mlp import mlp
 from diffuser.diffusion.conditioning import Batch
 from diffuser.diffusion.normalization import Normalizer
 
@@ -24,11 +25,7 @@ class InverseDynamics(nn.Module):
         super().__init__()
         self.normalizer = normalizer
         self.observation_dim, self.action_dim = observation_dim, action_dim
-        layers, width = [], 2 * observation_dim
-        for _ in range(n_layers):
-            layers += [nn.Linear(width, hidden_dim), nn.ReLU()]
-            width = hidden_dim
-        self.net = nn.Sequential(*layers, nn.Linear(width, action_dim))
+        self.net = mlp(2 * observation_dim, action_dim, hidden_dim, n_layers)
 
     def forward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """MSE between f(s_0, s_1) and the data's a_0 on two-row windows (normalized)."""

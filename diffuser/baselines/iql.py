@@ -23,19 +23,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from diffuser.baselines.mlp import mlp
 from diffuser.diffusion.conditioning import Batch
 from diffuser.diffusion.normalization import Normalizer
 
 LOG_STD_RANGE = (-20.0, 2.0)  # CORL's clamp of the policy's log standard deviation
 MAX_ADVANTAGE_WEIGHT = 100.0  # CORL's clamp of exp(β·A)
-
-
-def mlp(in_dim: int, out_dim: int, hidden_dim: int, n_layers: int) -> nn.Sequential:
-    layers, width = [], in_dim
-    for _ in range(n_layers):
-        layers += [nn.Linear(width, hidden_dim), nn.ReLU()]
-        width = hidden_dim
-    return nn.Sequential(*layers, nn.Linear(width, out_dim))
 
 
 def expectile_loss(u: torch.Tensor, expectile: float) -> torch.Tensor:
