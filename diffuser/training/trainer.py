@@ -195,6 +195,10 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         for group, (fused, foreach) in zip(self.optimizer.param_groups, kernels):  # this run's kernels, not the saver's
             group["fused"], group["foreach"] = fused, foreach
+        if kernels and kernels[0][0]:  # the fused kernel keeps its step counts beside the weights
+            for param, param_state in self.optimizer.state.items():
+                if "step" in param_state:
+                    param_state["step"] = param_state["step"].to(param.device, torch.float32)
         self.batches.load_state(state["batches"])
         self.step = int(state["step"])
         ranks = state.get("rng_torch_ranks")
