@@ -3,8 +3,8 @@
 Usage: ``python benchmarks/planning_speed.py [--preset paper|cpu] [--threads T] [--repeats 7] [--n-envs 1 8 32]
 [--modes exact ...] [--scaling-modes exact ...] [--diffusers-no-grad] [--quick] [--device cuda]``.
 ``--device cuda`` times the GPU rows (our planner on the GPU, synchronised; diffusers' rows stay on the CPU unless
-``--no-diffusers``); the "compiled" modes (``planner.compile=reduce-overhead``, CUDA graphs) are for it. diffusers is an optional extra (``pip install -e ".[bench]"``); without it the
-diffusers row is skipped. Not a test.
+``--no-diffusers``); the "compiled" modes (``planner.compile=reduce-overhead``, CUDA graphs) are for it.
+diffusers is an optional extra (``pip install -e ".[bench]"``); without it the diffusers row is skipped. Not a test.
 
 Both sides run in one process, on one observation, at one thread count (``torch.set_num_threads``), with random
 weights. Settings: observation_dim 11, action_dim 3 (rows [a, s]), horizon 32, 20 diffusion steps (cosine, x0

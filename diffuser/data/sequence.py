@@ -264,9 +264,8 @@ class TransitionDataset(SequenceDataset):
         episode_returns = np.add.reduceat(self._rewards, last_rows - lengths + 1)
         spread = float(episode_returns.max() - episode_returns.min())
         self.reward_scale = 1000.0 / spread if spread > 0 else 1.0
-        self.indices = np.concatenate([
-            np.arange(last - n + 1, last + (1 if ended else 0)) for last, n, ended in zip(last_rows, lengths, self._terminal)
-        ])
+        self.indices = np.concatenate([np.arange(last - n + 1, last + (1 if ended else 0))
+                                       for last, n, ended in zip(last_rows, lengths, self._terminal)])
         terminal_rows = np.zeros(len(self._rewards), dtype=np.float32)
         terminal_rows[last_rows[self._terminal]] = 1.0
         # (scaled reward, d) of every row, beside the rows (moved with them by to())

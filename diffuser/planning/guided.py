@@ -72,7 +72,8 @@ class GuidedPlanner:
             raise ValueError("fresh_candidates needs a fresh_scheduler (planner.fresh_steps: DDIM steps)")
         self.fresh_candidates = fresh_candidates
         self.fresh_diffusion = fresh_scheduler.prepare(diffusion) if fresh_candidates else None
-        self.fresh_step = None if fresh_scheduler is None or type(fresh_scheduler) is DDPMScheduler else fresh_scheduler.step
+        plain_ddpm = fresh_scheduler is None or type(fresh_scheduler) is DDPMScheduler
+        self.fresh_step = None if plain_ddpm else fresh_scheduler.step
         self.selector = selector
         self.inverse_dynamics = inverse_dynamics
         if compile is not None:  # the denoiser and the guide's network, compiled in place for their fixed shapes

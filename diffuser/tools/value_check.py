@@ -311,7 +311,8 @@ def main(argv: list[str] | None = None) -> dict:
         "diffusion_run": str(diffusion_run.path), "diffusion_step": diffusion_run.step,
         "value_run": None if value_run is None else str(value_run.path),
         "value_step": None if value_run is None else value_run.step,
-        "iql_run": None if iql_run is None else str(iql_run.path), "iql_step": None if iql_run is None else iql_run.step,
+        "iql_run": None if iql_run is None else str(iql_run.path),
+        "iql_step": None if iql_run is None else iql_run.step,
         "discount": discount, "penalty": penalty, "arguments": vars(args),
         "held_out": held_out, "candidates": candidates, "guidance": size, "seconds": time.perf_counter() - tick,
     }

@@ -242,7 +242,8 @@ class Trainer:
         ckpt = latest_checkpoint(self.run_dir)
         kept = f"the last good checkpoint is {ckpt}" if ckpt else "no checkpoint was saved before it"
         return NonFiniteLossError(
-            f"training stopped at step {step or self.step + 1}: {what}; nothing of this step was applied or saved and {kept}. "
+            f"training stopped at step {step or self.step + 1}: {what}; nothing of this step was applied or saved "
+            f"and {kept}. "
             "Check the data, or train a new run_dir with a lower trainer.learning_rate (rerunning this run_dir resumes "
             "from that checkpoint with its saved config)"
         )
