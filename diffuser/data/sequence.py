@@ -157,6 +157,7 @@ class SequenceDataset(torch.utils.data.Dataset):
                 + remedy
             )
         self.indices = np.concatenate(starts_per_episode)
+        self._starts: torch.Tensor | None = None  # the window index as a tensor beside the rows (window_starts)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -182,10 +183,9 @@ class SequenceDataset(torch.utils.data.Dataset):
 
     def window_starts(self) -> torch.Tensor:
         """The window index (the first row of each window) as a tensor on the rows' device."""
-        starts = getattr(self, "_starts", None)
-        if starts is None or len(starts) != len(self.indices):
-            starts = self._starts = torch.from_numpy(self.indices).to(self.trajectories.device)
-        return starts
+        if self._starts is None:
+            self._starts = torch.from_numpy(self.indices).to(self.trajectories.device)
+        return self._starts
 
     def rows(self, idx: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Flat row of the first transition of windows idx (B,), on the rows' device."""
@@ -222,6 +222,7 @@ class ValueDataset(SequenceDataset):
             raise ValueError(f"env.value_targets: '{targets}' is not one of {list(VALUE_TARGETS)}")
         super().__init__(data, **kwargs)
         self.targets = targets
+        self._targets: torch.Tensor | None = None  # standardized targets of every row, built on first use
         self.target_statistics = (0.0, 1.0)
         if targets == "standardized":
             returns = self.returns()[self.indices]
@@ -238,13 +239,12 @@ class ValueDataset(SequenceDataset):
     def get_batch(self, idx: np.ndarray | torch.Tensor) -> Batch:
         batch = super().get_batch(idx)
         device = self.trajectories.device
-        targets = getattr(self, "_targets", None)
+        targets = self._targets
         if targets is None or targets.device != device:  # the value targets of every row, once, on the rows' device
             mean, std = self.target_statistics
             targets = self._targets = torch.from_numpy(((self.returns() - mean) / std).astype(np.float32)).to(device)
         batch.values = targets[self.rows(idx)]
         return batch
-
 
 
 class TransitionDataset(SequenceDataset):
@@ -266,6 +266,7 @@ class TransitionDataset(SequenceDataset):
         self.reward_scale = 1000.0 / spread if spread > 0 else 1.0
         self.indices = np.concatenate([np.arange(last - n + 1, last + (1 if ended else 0))
                                        for last, n, ended in zip(last_rows, lengths, self._terminal)])
+        self._starts = None  # the index changed
         terminal_rows = np.zeros(len(self._rewards), dtype=np.float32)
         terminal_rows[last_rows[self._terminal]] = 1.0
         # (scaled reward, d) of every row, beside the rows (moved with them by to())
