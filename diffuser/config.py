@@ -38,8 +38,8 @@ class EnvConfig:
 class ModelConfig:
     """Network: the diffusion TemporalUnet or the ValueFunction."""
 
-    kind: str = "diffusion"  # diffusion | value | bc | iql
-    dim: int = 32  # base channel width (bc, iql: hidden width of the MLPs)
+    kind: str = "diffusion"  # diffusion | value | bc | iql | invdyn
+    dim: int = 32  # base channel width (bc, iql, invdyn: hidden width of the MLPs)
     dim_mults: list[int] = field(default_factory=lambda: [1, 4, 8])  # absolute width multipliers per level
     attention: bool = False  # linear attention in every level (HalfCheetah)
 
