@@ -11,7 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from diffuser.tools.maze2d_generate import generate_maze2d
+from diffuser.data.maze2d_generation import generate_maze2d
 
 TARGET_SECONDS = 120.0
 

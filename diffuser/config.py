@@ -156,12 +156,13 @@ class PlannerConfig:
     inverse_dynamics: bool = False  # locomotion: execute f(s_0, ŝ_1) of an inverse-dynamics run instead of the
     #   planned first action (Decision Diffuser's way; not in the paper)
     # Maze2D closed loop (all off: the paper's planner, one plan per episode; see diffuser/planning/maze2d.py):
-    horizon_fractions: Optional[list[float]] = None  # candidate plan lengths as fractions of the run's horizon
-    #   (rounded to lengths the network takes); the shortest dynamically consistent plan is kept
+    horizon_fractions: Optional[list[float]] = None  # candidate plan lengths as fractions of the run's horizon, in
+    #   states (rounded to lengths the network takes; h states span (h − 1)·env.stride + 1 env steps); the shortest
+    #   dynamically consistent plan is kept
     n_candidates: int = 1  # samples per horizon and episode
     max_residual: float = 5.0  # dynamic consistency a plan must meet (velocity units; the env's limit is 5)
     replan_lag: float = 0.0  # >0: replan an episode whose position is this far from where its plan puts it now
-    replan_every: int = 0  # >0: replan an episode whose plan is this many steps old
+    replan_every: int = 0  # >0: replan an episode whose plan is this many env steps old
     replan_check_every: int = 10  # env steps between replanning checks (the stale episodes replan in one call)
     track_speed: float = 1.0  # Maze2D: run along the plan's path this many times faster than planned (1: the original)
     track_p_gain: float = 1.0  # Maze2D tracker: a = k_p·(waypoint − position) + k_d·(its velocity − velocity)

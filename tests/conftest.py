@@ -43,7 +43,7 @@ def locomotion_file(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def maze2d_dir(tmp_path_factory) -> Path:
     """A directory holding a small generated maze2d-umaze-v1 dataset (20k steps), for $D4RL_DATASET_DIR."""
-    from diffuser.tools.maze2d_generate import generate_maze2d
+    from diffuser.data.maze2d_generation import generate_maze2d
 
     root = tmp_path_factory.mktemp("d4rl")
     generate_maze2d("maze2d-umaze-v1", 20_000, seed=0, path=root / "maze2d-umaze-sparse-v1.hdf5")

@@ -15,7 +15,8 @@ from diffuser.data.d4rl import find_dataset, load_d4rl
 from diffuser.envs import MAZE2D_SPECS, Maze2dEnv, make_env, normalized_score
 from diffuser.envs.maze2d import EMPTY, GOAL, LARGE_MAZE, MEDIUM_MAZE, OPEN, U_MAZE, WALL, parse_maze
 from diffuser.envs.waypoint_controller import WaypointController
-from diffuser.tools.maze2d_generate import default_output_path, generate_maze2d, main, rollout
+from diffuser.data.maze2d_generation import default_output_path, generate_maze2d, rollout
+from diffuser.tools.maze2d_generate import main
 
 FIXED_TARGETS = {
     "umaze": (1, 1), "medium": (6, 6), "large": (7, 9),

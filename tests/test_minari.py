@@ -313,7 +313,7 @@ def test_export_round_trip(tmp_path, monkeypatch):
 
 
 def test_export_of_generated_maze2d_trains_on_its_env(tmp_path, monkeypatch):
-    from diffuser.tools.maze2d_generate import generate_maze2d
+    from diffuser.data.maze2d_generation import generate_maze2d
 
     source = generate_maze2d("maze2d-umaze-v1", 2000, seed=0, path=tmp_path / "maze2d-umaze-sparse-v1.hdf5")
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "store"))

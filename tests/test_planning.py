@@ -7,9 +7,9 @@ import diffuser.envs  # noqa: F401
 from diffuser.diffusion.gaussian import GaussianDiffusion
 from diffuser.diffusion.normalization import make_normalizer
 from diffuser.models import TemporalUnet
-from diffuser.planning.episodes import check_replanning, needs_replan, run_maze2d_episodes
 from diffuser.planning.maze2d import (
-    DT, Maze2dPlanner, Plan, dynamic_residual, plan_lengths, track_waypoint, upsample,
+    DT, ClosedLoop, Maze2dPlanner, Plan, dynamic_residual, needs_replan, plan_lengths, run_maze2d_episodes,
+    track_waypoint, upsample,
 )
 
 
@@ -115,13 +115,13 @@ def test_dynamic_residual_by_hand():
 class ScriptedHorizonPlanner(Maze2dPlanner):
     """Samples that jump by ``jump[i]`` at their middle unless their horizon reaches ``needs[i]`` (episode i)."""
 
-    def __init__(self, diffusion, needs, **kwargs):
-        super().__init__(diffusion, **kwargs)
+    def __init__(self, diffusion, loop, needs):
+        super().__init__(diffusion, loop)
         self.needs, self.calls = np.asarray(needs), []
 
     def _sample(self, observations, goals, horizon, generator):
         self.calls.append((len(observations), horizon))
-        n, k = len(self.needs), self.n_candidates
+        n, k = len(self.needs), self.loop.n_candidates
         samples = np.zeros((n * k, horizon, 6))
         samples[:, :, 2] = np.arange(horizon)  # x counts steps: the rows say which horizon they came from
         samples[:, :, 4] = 1.0 / DT  # and the velocity says so too: consistent
@@ -132,7 +132,7 @@ class ScriptedHorizonPlanner(Maze2dPlanner):
 
 def test_planner_keeps_the_shortest_consistent_horizon_and_pads_it():
     diffusion = make_planner().diffusion
-    planner = ScriptedHorizonPlanner(diffusion, needs=[8, 16, 40], horizons=[16, 8], max_residual=1.0)
+    planner = ScriptedHorizonPlanner(diffusion, ClosedLoop(horizons=(16, 8), max_residual=1.0), needs=[8, 16, 40])
     plan = planner.plan(np.zeros((3, 4)), np.zeros((3, 2)))
     assert planner.calls == [(3, 8), (3, 16)]  # shortest first, all episodes in one call per horizon
     assert plan.lengths.tolist() == [8, 16, 16]  # episode 2 is consistent at no horizon: its least bad sample
@@ -155,16 +155,32 @@ def test_paper_planner_is_one_sample_of_the_training_horizon():
     assert plan.lengths.tolist() == [16, 16]
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"horizons": [9]}, "planner.horizons"),  # the test network takes multiples of 2
-    ({"horizons": [0]}, "planner.horizons"),
-    ({"n_candidates": 0}, "planner.n_candidates"),
-    ({"max_residual": 0.0}, "planner.max_residual"),
-    ({"n_sample_steps": 9}, "planner.n_sample_steps"),
+@pytest.mark.parametrize("loop, kwargs, message", [
+    ({"horizons": (9,)}, {}, "planner.horizons"),  # the test network takes multiples of 2
+    ({"horizons": (0,)}, {}, "planner.horizons"),
+    ({"n_candidates": 0}, {}, "planner.n_candidates"),
+    ({"max_residual": 0.0}, {}, "planner.max_residual"),
+    ({}, {"n_sample_steps": 9}, "planner.n_sample_steps"),
+    ({"replan_lag": -1.0}, {}, "planner.replan_lag"),
+    ({"replan_check_every": 0}, {}, "planner.replan_check_every"),
+    ({"track_speed": 0.0}, {}, "planner.track_speed"),
+    ({"track_speed": -1.0}, {}, "planner.track_speed"),
+    ({"track_speed": 5.0}, {}, "planner.track_speed"),
+    ({"track_gains": (0.0, 1.0)}, {}, "planner.track_p_gain and planner.track_d_gain"),
+    ({"track_gains": (1.0, -2.0)}, {}, "planner.track_p_gain and planner.track_d_gain"),
+    ({"track_gains": (1.0, 25.0)}, {}, "planner.track_p_gain and planner.track_d_gain"),
 ])
-def test_planner_options_out_of_range_are_refused_by_name(kwargs, message):
+def test_planner_options_out_of_range_are_refused_by_name(loop, kwargs, message):
     with pytest.raises(ValueError, match=message):
-        Maze2dPlanner(make_planner().diffusion, **kwargs)
+        Maze2dPlanner(make_planner().diffusion, ClosedLoop(**loop), **kwargs)
+
+
+def test_a_new_plan_is_accepted_if_consistent_or_less_inconsistent():
+    loop = ClosedLoop(max_residual=1.0)
+    assert loop.accepts(0.5, 0.1)  # consistent, though worse than the plan in hand
+    assert loop.accepts(3.0, 4.0)  # inconsistent, but less so
+    assert not loop.accepts(3.0, 3.0) and not loop.accepts(3.0, 0.5)
+    assert not ClosedLoop().replans and ClosedLoop(replan_every=5).replans and ClosedLoop(replan_lag=0.5).replans
 
 
 def test_needs_replan_by_hand():
@@ -178,14 +194,6 @@ def test_needs_replan_by_hand():
     # Tracked twice as fast, the plan puts the agent at x = 2 after one step.
     assert not needs_replan(plan, 1, np.array([2.0, 0.0, 0, 0]), lag=0.5, every=0, speed=2.0)
     assert needs_replan(plan, 1, np.array([1.0, 0.0, 0, 0]), lag=0.5, every=0, speed=2.0)
-    with pytest.raises(ValueError, match="planner.replan_lag"):
-        check_replanning(-1.0, 0, 10)
-    for speed in (0.0, -1.0, 5.0):
-        with pytest.raises(ValueError, match="planner.track_speed"):
-            check_replanning(0.0, 0, 10, speed)
-    for gains in ((0.0, 1.0), (1.0, -2.0), (1.0, 25.0)):
-        with pytest.raises(ValueError, match="planner.track_p_gain and planner.track_d_gain"):
-            check_replanning(0.0, 0, 10, 1.0, gains)
 
 
 CORNERS = np.array([[3.0, 1.0], [3.0, 3.0], [1.0, 3.0], [1.0, 1.0]])  # U-Maze's corridor, start arm to goal
@@ -235,8 +243,8 @@ def test_replanning_takes_an_agent_stuck_on_a_wall_around_it():
     once = run_maze2d_episodes(envs, planner, seed=0)
     assert once.n_replans.tolist() == [0, 0] and planner.replanned == 0
     assert (once.returns == 0).all()
-    del planner.replanned
-    closed = run_maze2d_episodes(envs, planner, seed=0, replan_lag=0.5, replan_check_every=10)
+    planner = ThroughTheWallPlanner(make_planner().diffusion, ClosedLoop(replan_lag=0.5), horizon=80)
+    closed = run_maze2d_episodes(envs, planner, seed=0)
     assert (closed.n_replans > 0).all() and planner.replanned == closed.n_replans.sum()
     assert (closed.returns > 50).all()  # at the goal for the last 50+ of 300 steps
     assert [len(p) for p in closed.plans] == (closed.n_replans + 1).tolist()
@@ -258,8 +266,9 @@ def test_a_replan_replaces_a_plan_only_if_consistent_or_less_inconsistent():
     not below 0), so it stays pinned on the wall; episode 1's replan (5) beats its first plan (9) and takes it
     around. Episode 0 keeps being checked, so the planner is asked again and again."""
     envs = [WallStart(gymnasium.make("maze2d-umaze-v1")) for _ in range(2)]
-    planner = MeasuredReplansPlanner(make_planner().diffusion, horizon=80, max_residual=1.0)
-    results = run_maze2d_episodes(envs, planner, seed=0, replan_lag=0.5, replan_check_every=10)
+    loop = ClosedLoop(max_residual=1.0, replan_lag=0.5, replan_check_every=10)
+    planner = MeasuredReplansPlanner(make_planner().diffusion, loop, horizon=80)
+    results = run_maze2d_episodes(envs, planner, seed=0)
     assert results.n_replans.tolist()[0] == 0 and results.n_replans[1] >= 1
     assert planner.replanned > results.n_replans.sum()  # episode 0 was replanned but kept its plan
     assert results.returns[0] == 0 and results.returns[1] > 50
@@ -277,7 +286,7 @@ def test_a_strided_run_plans_every_env_step_starting_at_the_state_and_ending_at_
     diffusion = make_planner().diffusion
     starts, goals = np.array([[1.0, 1.0, 0.1, -0.2], [3.0, 2.0, 0.0, 0.3]]), np.array([[3.0, 3.0], [1.0, 1.0]])
     paper = Maze2dPlanner(diffusion, stride=3).plan(starts, goals, torch.Generator().manual_seed(0))
-    closed = Maze2dPlanner(diffusion, stride=3, horizons=[8, 16], n_candidates=2, max_residual=1e9)
+    closed = Maze2dPlanner(diffusion, ClosedLoop(horizons=(8, 16), n_candidates=2, max_residual=1e9), stride=3)
     plan = closed.plan(starts, goals, torch.Generator().manual_seed(0))
     assert paper.observations.shape == (2, 46, 4) and plan.lengths.tolist() == [22, 22]  # 8 states: 22 steps
     for p in (paper, plan):
@@ -290,7 +299,7 @@ def test_a_strided_run_plans_every_env_step_starting_at_the_state_and_ending_at_
 def test_plan_lengths_are_fractions_of_the_run_horizon_rounded_to_the_network():
     diffusion = make_planner(horizon=16).diffusion  # dim_mults (1, 2): lengths must be even
     assert plan_lengths(None, diffusion) is None
-    assert plan_lengths([0.5, 0.75, 1.0], diffusion) == [8, 12, 16]
-    assert plan_lengths([0.3, 0.01, 1.0], diffusion) == [2, 4, 16]  # 4.8 → 4 (nearest even), 0.16 → the least, 2
+    assert plan_lengths([0.5, 0.75, 1.0], diffusion) == (8, 12, 16)
+    assert plan_lengths([0.3, 0.01, 1.0], diffusion) == (2, 4, 16)  # 4.8 → 4 (nearest even), 0.16 → the least, 2
     with pytest.raises(ValueError, match="planner.horizon_fractions"):
         plan_lengths([0.0], diffusion)

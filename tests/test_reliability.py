@@ -27,7 +27,7 @@ from diffuser.data.sequence import SequenceDataset
 from diffuser.diffusion.normalization import make_normalizer
 from diffuser.planning.maze2d import Maze2dPlanner
 from diffuser.runs.build import build_model
-from diffuser.tools.maze2d_generate import generate_maze2d
+from diffuser.data.maze2d_generation import generate_maze2d
 from diffuser.training.trainer import NonFiniteLossError, Trainer
 from diffuser.runs.checkpoint import (
     CheckpointError,

@@ -5,7 +5,6 @@ expected windows are listed by hand from the rules of the original's ``maze2d_se
 """
 
 from pathlib import Path
-from types import SimpleNamespace
 
 import gymnasium
 import numpy as np
@@ -18,8 +17,7 @@ import diffuser.envs  # noqa: F401  (registers maze2d-*)
 from diffuser.config import register_configs
 from diffuser.data.preprocess import preprocess
 from diffuser.envs.maze2d import WALL
-from diffuser.planning.episodes import run_maze2d_episodes
-from diffuser.planning.maze2d import Maze2dPlanner, Plan
+from diffuser.planning.maze2d import ClosedLoop, Maze2dPlanner, Plan, run_maze2d_episodes
 from diffuser.tasks import build_dataset
 from test_planning import make_planner
 
@@ -128,7 +126,7 @@ class RecordingPlanner:
 
     def __init__(self, horizon=8):
         self.horizon, self.goals = horizon, None
-        self.diffusion = SimpleNamespace(schedule=SimpleNamespace(betas=torch.zeros(1)))
+        self.loop, self.device = ClosedLoop(), torch.device("cpu")
 
     def plan(self, observations, goals, generator=None):
         self.goals = np.array(goals)

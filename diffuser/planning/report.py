@@ -11,7 +11,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from diffuser.planning.episodes import EpisodeResults, LocomotionResults
+from diffuser.planning.episodes import LocomotionResults
+from diffuser.planning.maze2d import EpisodeResults
 from diffuser.runs.checkpoint import write_config
 from diffuser.runs.load import Run
 from diffuser.runs.logger import Logger

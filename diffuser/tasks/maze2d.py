@@ -14,8 +14,7 @@ import gymnasium
 from diffuser.config import EnvConfig, PlanConfig
 from diffuser.data.sequence import SequenceDataset
 from diffuser.diffusion.schedulers import make_scheduler
-from diffuser.planning.episodes import EpisodeResults, check_replanning, run_maze2d_episodes
-from diffuser.planning.maze2d import Maze2dPlanner, plan_lengths
+from diffuser.planning.maze2d import ClosedLoop, EpisodeResults, Maze2dPlanner, plan_lengths, run_maze2d_episodes
 from diffuser.planning.report import write_maze2d_report
 from diffuser.runs.load import Run
 from diffuser.runs.logger import Logger
@@ -38,7 +37,7 @@ class Maze2dTask(Task):
     def generate_dataset(self, env: EnvConfig) -> Path | None:
         if not (env.generate_if_missing and env.dataset is None):
             return None
-        from diffuser.tools.maze2d_generate import generate_maze2d
+        from diffuser.data.maze2d_generation import generate_maze2d
 
         print(f"dataset '{self.name}' not found: generating {env.generate_num_samples} steps with the D4RL procedure")
         return generate_maze2d(self.name, env.generate_num_samples, seed=0)
@@ -68,23 +67,22 @@ class Maze2dTask(Task):
         self, run: Run, value: Run | None, config: PlanConfig, critic: Run | None = None
     ) -> Maze2dPlanner:
         p = config.planner
-        check_replanning(p.replan_lag, p.replan_every, p.replan_check_every, p.track_speed,
-                         (p.track_p_gain, p.track_d_gain))
+        loop = ClosedLoop(
+            horizons=plan_lengths(p.horizon_fractions, run.model), n_candidates=p.n_candidates,
+            max_residual=p.max_residual,
+            replan_lag=p.replan_lag, replan_every=p.replan_every, replan_check_every=p.replan_check_every,
+            track_speed=p.track_speed, track_gains=(p.track_p_gain, p.track_d_gain),
+        )
         return Maze2dPlanner(
-            run.model, horizons=plan_lengths(p.horizon_fractions, run.model), n_candidates=p.n_candidates,
-            max_residual=p.max_residual, scheduler=make_scheduler(p.scheduler, p.n_sample_steps, p.eta),
+            run.model, loop, scheduler=make_scheduler(p.scheduler, p.n_sample_steps, p.eta),
             stride=run.config["env"].get("stride", 1),  # runs written before env.stride plan every step
         )
 
     def run_episodes(self, evaluation: Evaluation, config: PlanConfig) -> EpisodeResults:
         tick = time.perf_counter()
         p = config.planner
-        results = run_maze2d_episodes(
-            evaluation.envs, evaluation.planner, seed=config.seed, multi_task=p.multi_task,
-            max_episode_steps=p.max_episode_steps, replan_lag=p.replan_lag, replan_every=p.replan_every,
-            replan_check_every=p.replan_check_every, track_speed=p.track_speed,
-            track_gains=(p.track_p_gain, p.track_d_gain),
-        )
+        results = run_maze2d_episodes(evaluation.envs, evaluation.planner, seed=config.seed, multi_task=p.multi_task,
+                                      max_episode_steps=p.max_episode_steps)
         results.seconds = time.perf_counter() - tick
         return results
 
