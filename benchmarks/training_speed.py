@@ -15,8 +15,10 @@ For each preset, one process times, in turn (round-robin, so machine noise hits 
 "fixed cost" = step / passes: what the step costs beyond its passes (1.00 = none). steps/s and samples/s (64 windows
 per step) are the step's. Presets: the tiny test network (dim 8, H 16), the Maze2D CPU presets (dim 16, dim_mults
 (1, 4, 8), N 64), hopper/walker2d at the CPU preset's dim 16 and the paper's dim 32 (H 32, (1, 2, 4, 8), N 20), the
-halfcheetah CPU network (H 4, dim 16, (1, 4, 8), attention) and the paper U-Maze and Large networks (dim 32, H 128
-and 384). ``--device cuda`` times the same on a GPU (synchronised): benchmarks/device_check.sh. Not a test.
+halfcheetah CPU network (H 4, dim 16, (1, 4, 8), attention), the paper U-Maze and Large networks (dim 32, H 128
+and 384), and the transformer option on the Medium and Large CPU presets (``--presets medium medium_transformer
+large large_transformer`` compares them side by side). ``--device cuda`` times the same on a GPU (synchronised):
+benchmarks/device_check.sh. Not a test.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import torch
 from diffuser.diffusion.conditioning import Batch
 from diffuser.diffusion.gaussian import GaussianDiffusion
 from diffuser.diffusion.normalization import IdentityNormalizer
-from diffuser.models import TemporalUnet
+from diffuser.models import TemporalTransformer, TemporalUnet
 from diffuser.runs.logger import Logger
 from diffuser.training.trainer import Trainer
 
@@ -47,6 +49,10 @@ class Preset:
     dim_mults: tuple[int, ...]
     n_diffusion_steps: int
     attention: bool = False
+    network: str = "unet"  # unet | transformer (model.network); a transformer reads width, depth and heads, not dim
+    width: int = 0
+    depth: int = 0
+    heads: int = 0
 
 
 PRESETS = {
@@ -54,6 +60,9 @@ PRESETS = {
     "umaze": Preset(128, 4, 2, 16, (1, 4, 8), 64),  # experiment=maze2d_umaze_cpu
     "medium": Preset(64, 4, 2, 16, (1, 4, 8), 64),  # experiment=maze2d_medium_cpu
     "large": Preset(96, 4, 2, 16, (1, 4, 8), 64),  # experiment=maze2d_large_cpu
+    # experiment=maze2d_{medium,large}_cpu model=temporal_transformer (width 64, 4 DiT blocks, 4 heads)
+    "medium_transformer": Preset(64, 4, 2, 0, (), 64, network="transformer", width=64, depth=4, heads=4),
+    "large_transformer": Preset(96, 4, 2, 0, (), 64, network="transformer", width=64, depth=4, heads=4),
     "hopper16": Preset(32, 11, 3, 16, (1, 2, 4, 8), 20),  # experiment=locomotion_cpu on hopper-medium-v2
     "hopper32": Preset(32, 11, 3, 32, (1, 2, 4, 8), 20),  # the paper's hopper preset (experiment=locomotion)
     "halfcheetah16": Preset(4, 17, 6, 16, (1, 4, 8), 20, attention=True),  # experiment=halfcheetah_cpu
@@ -81,8 +90,12 @@ class RandomWindows:
 
 def make_model(preset: Preset) -> GaussianDiffusion:
     transition_dim = preset.observation_dim + preset.action_dim
-    net = TemporalUnet(horizon=preset.horizon, transition_dim=transition_dim, dim=preset.dim,
-                       dim_mults=preset.dim_mults, attention=preset.attention)
+    if preset.network == "transformer":
+        net = TemporalTransformer(horizon=preset.horizon, transition_dim=transition_dim, width=preset.width,
+                                  depth=preset.depth, heads=preset.heads)
+    else:
+        net = TemporalUnet(horizon=preset.horizon, transition_dim=transition_dim, dim=preset.dim,
+                           dim_mults=preset.dim_mults, attention=preset.attention)
     return GaussianDiffusion(net, IdentityNormalizer(transition_dim), horizon=preset.horizon,
                              observation_dim=preset.observation_dim, action_dim=preset.action_dim,
                              n_diffusion_steps=preset.n_diffusion_steps)
@@ -148,13 +161,13 @@ def main() -> None:
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {args.threads} thread(s)"
     print(f"{name}, torch {torch.__version__}, batch 32 x 2, median of {args.repeats} rounds")
-    print(f"{'preset':>13} {'steps/s':>9} {'samples/s':>10} {'passes/s':>9} {'fixed cost':>11}"
+    print(f"{'preset':>18} {'steps/s':>9} {'samples/s':>10} {'passes/s':>9} {'fixed cost':>11}"
           + (f" {'bf16 steps/s':>13} {'bf16 / fp32':>12}" if args.bf16 else "")
           + (f" {'compiled steps/s':>17} {'compiled / eager':>17} {'compile s':>10}" if args.compile else ""))
     for preset_name in args.presets:
         t = results[preset_name] = bench(PRESETS[preset_name], device, args.repeats, args.bf16, args.compile,
                                          args.run_dir)
-        line = (f"{preset_name:>13} {1 / t['step']:>9.2f} {64 / t['step']:>10.0f} {1 / t['passes']:>9.2f} "
+        line = (f"{preset_name:>18} {1 / t['step']:>9.2f} {64 / t['step']:>10.0f} {1 / t['passes']:>9.2f} "
                 f"{t['step'] / t['passes']:>10.3f}x")
         if args.bf16:
             line += f" {1 / t['step bf16']:>13.2f} {t['step'] / t['step bf16']:>11.2f}x"

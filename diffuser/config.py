@@ -36,12 +36,17 @@ class EnvConfig:
 
 @dataclass
 class ModelConfig:
-    """Network: the diffusion TemporalUnet or the ValueFunction."""
+    """Network: the diffusion TemporalUnet (or, as an option, TemporalTransformer) or the ValueFunction."""
 
     kind: str = "diffusion"  # diffusion | value | bc | iql | invdyn
-    dim: int = 32  # base channel width (bc, iql, invdyn: hidden width of the MLPs)
-    dim_mults: list[int] = field(default_factory=lambda: [1, 4, 8])  # absolute width multipliers per level
-    attention: bool = False  # linear attention in every level (HalfCheetah)
+    network: str = "unet"  # kind diffusion: unet (TemporalUnet, the paper's) | transformer (TemporalTransformer, DiT
+    #   blocks; not in the paper, and refused with the paper presets: check_network)
+    dim: int = 32  # U-Net base channel width (bc, iql, invdyn: hidden width of the MLPs)
+    dim_mults: list[int] = field(default_factory=lambda: [1, 4, 8])  # U-Net: absolute width multipliers per level
+    attention: bool = False  # U-Net: linear attention in every level (HalfCheetah)
+    width: int = 64  # transformer: token width (the presets' dim, dim_mults and attention are the U-Net's)
+    depth: int = 4  # transformer: DiT blocks
+    heads: int = 4  # transformer: attention heads, width / heads channels each
 
 
 @dataclass
@@ -249,6 +254,39 @@ def check_locomotion_experiment(experiment: Optional[str], dataset: str) -> None
         raise ValueError(
             f"{dataset} needs experiment={other}: experiment={experiment} is the halfcheetah preset "
             "(horizon 4, dim_mults (1, 4, 8)); pass env.name=halfcheetah-... with it"
+        )
+
+
+# Denoisers of model.network. The paper presets (experiment option → its CPU preset) keep the paper's U-Net; the
+# transformer is an option of the CPU presets and of plain `python train.py`.
+NETWORKS = ("unet", "transformer")
+PAPER_EXPERIMENTS = {"maze2d_umaze": "maze2d_umaze_cpu", "maze2d_medium": "maze2d_medium_cpu",
+                     "maze2d_large": "maze2d_large_cpu", "locomotion": "locomotion_cpu",
+                     "halfcheetah": "halfcheetah_cpu", "locomotion_value": "locomotion_cpu_value",
+                     "halfcheetah_value": "halfcheetah_cpu_value"}
+
+
+def check_network(network: str, kind: str, experiment: Optional[str] = None, exp_name: Optional[str] = None) -> None:
+    """Refuse an unknown model.network, a transformer for a model kind other than diffusion, and a transformer with
+    a paper preset (``experiment=...`` of PAPER_EXPERIMENTS, or exp_name paper*), naming what to pass instead."""
+    if network not in NETWORKS:
+        raise ValueError(f"model.network={network}: valid {list(NETWORKS)}")
+    if network == "unet":
+        return
+    if kind != "diffusion":
+        raise ValueError(
+            f"model.network={network} is for the diffusion model only; model.kind={kind} keeps its own network (the "
+            "value model is the paper's U-Net): drop model=temporal_transformer / model.network=transformer"
+        )
+    if experiment in PAPER_EXPERIMENTS:
+        raise ValueError(
+            f"experiment={experiment} is a paper preset and keeps the paper's U-Net; the transformer is an option of "
+            f"the CPU presets: pass experiment={PAPER_EXPERIMENTS[experiment]} model=temporal_transformer"
+        )
+    if exp_name is not None and exp_name.startswith("paper"):
+        raise ValueError(
+            f"exp_name={exp_name} names the paper's runs, which keep the paper's U-Net; train the transformer under "
+            "another exp_name (e.g. exp_name=cpu_transformer) with a CPU preset (experiment=maze2d_*_cpu)"
         )
 
 

@@ -15,8 +15,8 @@ from typing import Any, Callable, Iterator
 
 from omegaconf import DictConfig, OmegaConf
 
-from diffuser.config import (PlanConfig, TrainConfig, check_locomotion_experiment, register_configs, resolve_guide,
-                             resolve_warm_start)
+from diffuser.config import (PlanConfig, TrainConfig, check_locomotion_experiment, check_network, register_configs,
+                             resolve_guide, resolve_warm_start)
 
 
 def configure() -> None:
@@ -155,8 +155,11 @@ def start_training(cfg: DictConfig):
     from diffuser.training.distributed import Distributed
     from diffuser.training.setup import resume_config
 
-    with user_errors():  # a locomotion preset on a dataset the original trains with other settings → one line
-        check_locomotion_experiment(HydraConfig.get().runtime.choices.get("experiment"), cfg.env.name)
+    with user_errors():  # a locomotion preset on a dataset the original trains with other settings, or a paper
+        #   preset with the transformer → one line
+        experiment = HydraConfig.get().runtime.choices.get("experiment")
+        check_locomotion_experiment(experiment, cfg.env.name)
+        check_network(cfg.model.network, cfg.model.kind, experiment, cfg.exp_name)
     dist = Distributed.start()  # torchrun (or SLURM tasks): one process per device; otherwise a single process
     with user_errors():
         config: TrainConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]

@@ -5,10 +5,10 @@ from __future__ import annotations
 from diffuser.baselines.bc import MLPPolicy
 from diffuser.baselines.iql import IQL
 from diffuser.baselines.inverse_dynamics import InverseDynamics
-from diffuser.config import DiffusionConfig, IQLConfig, ModelConfig
+from diffuser.config import DiffusionConfig, IQLConfig, ModelConfig, check_network
 from diffuser.diffusion.gaussian import GaussianDiffusion, ValueDiffusion
 from diffuser.diffusion.normalization import Normalizer
-from diffuser.models import TemporalUnet, ValueFunction
+from diffuser.models import TemporalTransformer, TemporalUnet, ValueFunction
 
 MODEL_KINDS = ("diffusion", "value", "bc", "iql", "invdyn")
 
@@ -25,11 +25,14 @@ def build_model(
     iql: IQLConfig | None = None,
     discount: float = 0.99,
 ) -> GaussianDiffusion | MLPPolicy | IQL | InverseDynamics:
-    """GaussianDiffusion over a TemporalUnet, ValueDiffusion over a ValueFunction, the BC MLPPolicy, or IQL's
-    critics and policy (``iql`` settings and ``discount``, env.discount, for kind iql only), or the inverse dynamics
-    MLP a = f(s, s')."""
+    """GaussianDiffusion over a TemporalUnet (or, with model.network transformer, a TemporalTransformer),
+    ValueDiffusion over a ValueFunction, the BC MLPPolicy, or IQL's critics and policy (``iql`` settings and
+    ``discount``, env.discount, for kind iql only), or the inverse dynamics MLP a = f(s, s').
+
+    A config.yaml written before model.network existed reads as network unet (ModelConfig's default)."""
     if kind not in MODEL_KINDS:
         raise ValueError(f"unknown model kind '{kind}'; valid: {list(MODEL_KINDS)}")
+    check_network(model.network, kind)
     if kind == "bc":
         return MLPPolicy(normalizer, observation_dim=observation_dim, action_dim=action_dim, hidden_dim=model.dim)
     if kind == "invdyn":
@@ -40,14 +43,18 @@ def build_model(
         return IQL(normalizer, observation_dim=observation_dim, action_dim=action_dim, hidden_dim=model.dim,
                    discount=discount, expectile=iql.expectile, beta=iql.beta, target_update=iql.target_update)
     transition_dim = observation_dim + action_dim
-    net_cls = ValueFunction if kind == "value" else TemporalUnet
-    net = net_cls(
-        horizon=horizon,
-        transition_dim=transition_dim,
-        dim=model.dim,
-        dim_mults=tuple(model.dim_mults),
-        attention=model.attention,
-    )
+    if model.network == "transformer":
+        net = TemporalTransformer(horizon=horizon, transition_dim=transition_dim, width=model.width,
+                                  depth=model.depth, heads=model.heads)
+    else:
+        net_cls = ValueFunction if kind == "value" else TemporalUnet
+        net = net_cls(
+            horizon=horizon,
+            transition_dim=transition_dim,
+            dim=model.dim,
+            dim_mults=tuple(model.dim_mults),
+            attention=model.attention,
+        )
     wrapper = ValueDiffusion if kind == "value" else GaussianDiffusion
     return wrapper(
         net,
