@@ -133,13 +133,13 @@ def test_inpainted_sample_keeps_the_conditioned_states(horizon):
 def test_maze2d_closed_loop_plans_every_length_with_one_transformer():
     """The closed-loop planner's lengths need no multiple of 8 (the network has no dim_mults), and can exceed the
     training horizon (sinusoidal positions)."""
-    from diffuser.planning.maze2d import Maze2dPlanner, plan_lengths
+    from diffuser.planning.maze2d import ClosedLoop, Maze2dPlanner, plan_lengths
 
     diffusion = tiny_diffusion(horizon=12, n_diffusion_steps=4)
     adam_steps(diffusion, torch.rand(8, 12, OBS + ACT) * 2 - 1, 3)
     horizons = plan_lengths([0.5, 0.75, 1.0, 1.5], diffusion)
-    assert horizons == [6, 9, 12, 18]
-    planner = Maze2dPlanner(diffusion, horizons=horizons, n_candidates=2, max_residual=0.1)
+    assert horizons == (6, 9, 12, 18)
+    planner = Maze2dPlanner(diffusion, ClosedLoop(horizons=horizons, n_candidates=2, max_residual=0.1))
     starts, goals = torch.rand(3, OBS).numpy(), torch.rand(3, 2).numpy()
     plan = planner.plan(starts, goals, generator=torch.Generator().manual_seed(0))
     assert plan.observations.shape == (3, 18, OBS) and set(plan.lengths) <= set(horizons)

@@ -72,7 +72,7 @@ def plan_lengths(fractions: Sequence[float] | None, diffusion: GaussianDiffusion
     if any(not 0 < f <= 4 for f in fractions):
         raise ValueError(f"planner.horizon_fractions: {list(fractions)} must lie in (0, 4] (1.0: the run's horizon)")
     multiple = horizon_multiple(getattr(diffusion.model, "dim_mults", (1,)))
-    return tuple(sorted({max(multiple, multiple * round(f * diffusion.horizon / multiple)) for f in fractions}))
+    return tuple(sorted({max(multiple, 2, multiple * round(f * diffusion.horizon / multiple)) for f in fractions}))
 
 
 @dataclass(frozen=True)
