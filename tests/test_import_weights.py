@@ -279,6 +279,8 @@ def test_bad_inputs_get_one_clear_line_and_leave_nothing(tmp_path, data_file):
     message = cli_error("original", "--checkpoint", good, "--env", "hopper-medium-v2", f"env.dataset={data_file}")
     assert "model.dim is 32 in the config but 16 in the weights" in message and "model.dim_mults=[1,2]" in message
     assert "horizon=8" in message and "diffusion.n_diffusion_steps=4" in message
+    message = cli_error("original", "--checkpoint", good, *common, "model.network=transformer")
+    assert "model.network is transformer in the config but unet in the weights" in message
 
     _, wide = original_pair("diffusion", transition_dim=6)
     save_original_checkpoint(tmp_path / "wide.pt", wide, wide, step=1)

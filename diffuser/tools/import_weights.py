@@ -76,6 +76,7 @@ def compose_preset(env_name: str, kind: str, overrides: Sequence[str] = ()) -> T
 def check_preset(arch: Architecture, config: TrainConfig, source: str) -> None:
     """The architecture the weights imply must be the config's; else name every difference and its override."""
     pairs = {
+        "model.network": (config.model.network, "unet"),  # imported weights are the original's U-Net
         "model.dim": (config.model.dim, arch.dim),
         "model.dim_mults": (list(config.model.dim_mults), list(arch.dim_mults)),
         "model.attention": (config.model.attention, arch.attention),
