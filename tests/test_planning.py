@@ -303,3 +303,24 @@ def test_plan_lengths_are_fractions_of_the_run_horizon_rounded_to_the_network():
     assert plan_lengths([0.3, 0.01, 1.0], diffusion) == (2, 4, 16)  # 4.8 → 4 (nearest even), 0.16 → the least, 2
     with pytest.raises(ValueError, match="planner.horizon_fractions"):
         plan_lengths([0.0], diffusion)
+
+
+def test_failures_figure_keeps_its_title_inside_the_image(tmp_path):
+    """The title names the run and training seed; the layout keeps it (and the panel titles) off the image's edge."""
+    from diffuser.envs.maze2d import MAZE2D_SPECS, parse_maze
+    from diffuser.planning.maze2d import EpisodeResults
+    from diffuser.planning.report import save_failures_figure
+
+    paths = [corridor_plan(np.array([3.0, 1.0])), corridor_plan(np.array([1.0, 3.0]))]
+    results = EpisodeResults(
+        np.zeros(2), np.array([10.0, -5.0]), np.array([300, 300]), [0, 1], np.zeros((2, 4)), np.ones((2, 2)),
+        Plan(np.zeros((2, 1, 2)), np.zeros((2, 1, 4))), [p[:, :4] for p in paths], [[p] for p in paths],
+    )
+    title = "2026-12-07_05-00-00_s1, training seed 1, step 10000: the 2 lowest of 2 episodes (episode seed: score)"
+    image = save_failures_figure(tmp_path / "failures.png", results, parse_maze(MAZE2D_SPECS["maze2d-umaze-v1"].layout),
+                                 title)
+    assert (tmp_path / "failures.png").is_file()
+    ink = (image < 200).any(axis=-1)  # dark pixels: text, walls, paths
+    band = ink[: image.shape[0] // 10]  # the title's band
+    assert band.any() and not band[:2].any()  # the title is there and does not touch the top
+    assert not band[:, :2].any() and not band[:, -2:].any()  # nor the sides

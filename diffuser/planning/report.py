@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import textwrap
 import time
 from pathlib import Path
 
@@ -112,7 +113,10 @@ def write_maze2d_report(
     write_config(out_dir, {**dataclasses.asdict(config), "diffusion_run": str(run.path)})
 
     n = len(results.returns)
-    save_failures_figure(out_dir / "media" / "failures.png", results, maze_arr)
+    title = (f"{run.path.name}, training seed {run.config.get('seed', '?')}, step {run.step}: "
+             f"the {min(n, 6)} lowest of {n} episodes (episode seed: score)")
+    failures = save_failures_figure(out_dir / "media" / "failures.png", results, maze_arr, title)
+    logger.log_image("media/failures", failures, step=n)
     for i in range(n):
         save_maze2d_figure(
             out_dir / "media" / "plans" / f"episode_{i:03d}.png", maze_arr, [results.plan.path(i)],
@@ -138,16 +142,20 @@ def write_maze2d_report(
     return summary
 
 
-def save_failures_figure(path: Path, results: EpisodeResults, maze_arr: np.ndarray, n_worst: int = 6) -> np.ndarray:
-    """The n_worst lowest-scoring episodes: start (black dot), every plan (coloured by time), executed path (red)."""
+def save_failures_figure(
+    path: Path, results: EpisodeResults, maze_arr: np.ndarray, title: str, n_worst: int = 6
+) -> np.ndarray:
+    """The n_worst lowest-scoring episodes under ``title`` (say which run and training seed): start (black dot),
+    every plan (coloured by time), executed path (red). The layout engine keeps the titles inside the image."""
     worst = np.argsort(results.normalized_scores, kind="stable")[:n_worst]
-    fig = Figure(figsize=(2.6 * len(worst), 2.8))
+    width = max(2.6 * len(worst), 4.0)  # inches
+    fig = Figure(figsize=(width, 3.4), layout="constrained")
     canvas = FigureCanvasAgg(fig)
+    fig.suptitle(textwrap.fill(title, int(11 * width)), fontsize=9)  # about 14 characters of 9 pt per inch
     for ax, i in zip(fig.subplots(1, len(worst), squeeze=False)[0], worst):
         draw_maze2d(ax, maze_arr, results.plans[i], results.goals[i], [results.trajectories[i]])
         ax.set_title(f"seed {results.seeds[i]}: {results.normalized_scores[i]:.1f}\n{len(results.plans[i])} plan(s)",
                      fontsize=8)
-    fig.tight_layout()
     canvas.draw()
     image = np.asarray(canvas.buffer_rgba())[..., :3].copy()
     save_image(path, image)
