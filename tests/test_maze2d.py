@@ -312,3 +312,30 @@ def test_cli_main(tmp_path):
     assert d["observations"].shape == (500, 4)
     with pytest.raises(ValueError, match="known names"):
         generate_maze2d("maze2d-nope-v1", 10, path=tmp_path / "x.hdf5")
+
+
+def test_longest_route_by_hand():
+    """U-Maze: (1,1) → (1,2) → (1,3) → (2,3) → (3,3) → (3,2) → (3,1), 6 moves; an open 3×3 room: corner to corner 4."""
+    from diffuser.envs.maze2d import longest_route
+
+    assert longest_route("#####\\#GOO#\\###O#\\#OOO#\\#####") == 6
+    assert longest_route("#####\\#OOO#\\#OGO#\\#OOO#\\#####") == 4
+
+
+def test_plans_that_cannot_reach_the_goal_within_an_episode_are_refused_before_training(tmp_path):
+    """U-Maze: 6 cells at 0.05 cells per step need 120 env steps, and an episode has 300."""
+    from diffuser.envs.maze2d import check_plan_span
+    from test_smoke import run
+
+    check_plan_span("maze2d-umaze-v1", 120, 1)  # exactly enough
+    check_plan_span("maze2d-umaze-v1", 38, 8)  # 297 steps
+    with pytest.raises(ValueError, match="spans .* = 119 env steps, too short .* at least 120"):
+        check_plan_span("maze2d-umaze-v1", 119, 1)
+    with pytest.raises(ValueError, match=r"= 305 env steps, longer than an episode of maze2d-umaze-v1 \(300 steps\)"):
+        check_plan_span("maze2d-umaze-v1", 39, 8)
+    for horizon, stride in ((32, 2), (64, 8)):  # 63 and 505 env steps
+        out = run("train.py", f"horizon={horizon}", f"env.stride={stride}", f"run_dir={tmp_path / 'run'}",
+                  "logger=disabled", env_dir=tmp_path, home=tmp_path / "home", check=False)
+        lines = out.stderr.strip().splitlines()
+        assert out.returncode == 1 and len(lines) == 1 and "env.stride" in lines[0], out.stderr[-2000:]
+        assert not list(tmp_path.rglob("*.hdf5")) and not list(tmp_path.rglob("checkpoints"))  # no data made

@@ -338,7 +338,8 @@ def test_train_py_on_a_pointmaze_store(tmp_path, monkeypatch):
     pointmaze_store(tmp_path / "store")
     run_dir = tmp_path / "run"
     out = run("train.py", "env.dataset=minari:D4RL/pointmaze/umaze-v2", "trainer=debug", "logger=disabled",
-              f"run_dir={run_dir}", "model.dim=8", "diffusion.n_diffusion_steps=4", "horizon=16",
+              f"run_dir={run_dir}", "model.dim=8", "diffusion.n_diffusion_steps=4", "horizon=16", "env.stride=8",
+              "env.use_padding=true",  # a span of 121 env steps (U-Maze needs 120) over episodes of 60-94
               env_dir=tmp_path / "no_d4rl", home=tmp_path / "home")
     assert "converted to D4RL maze2d coordinates" in out.stdout
     config = yaml.safe_load((run_dir / "config.yaml").read_text())

@@ -135,6 +135,57 @@ def _specs() -> dict[str, Maze2dSpec]:
 MAZE2D_SPECS: dict[str, Maze2dSpec] = _specs()
 
 
+def longest_route(layout: str) -> int:
+    """The maze's diameter in cells: the longest, over pairs of free cells, of the shortest path between them
+    through free cells (U-Maze 6, Medium 11, Large 19). Multi2D draws start and goal anywhere, so a plan must be
+    able to cover it."""
+    maze = parse_maze(layout)
+    free = {tuple(int(v) for v in cell) for cell in np.argwhere(maze != WALL)}
+    longest = 0
+    for source in free:
+        distance, frontier = {source: 0}, [source]
+        while frontier:
+            nearer = []
+            for i, j in frontier:
+                for cell in ((i + 1, j), (i - 1, j), (i, j + 1), (i, j - 1)):
+                    if cell in free and cell not in distance:
+                        distance[cell] = distance[(i, j)] + 1
+                        nearer.append(cell)
+            frontier = nearer
+        longest = max(longest, max(distance.values()))
+    return longest
+
+
+def check_plan_span(name: str, horizon: int, stride: int) -> None:
+    """Refuse a training horizon and stride whose plans cannot reach the maze's goals within an episode.
+
+    A plan of ``horizon`` states every ``stride`` env steps spans (horizon − 1)·stride + 1 env steps, with the goal
+    inpainted at its last state. It must be long enough for the maze's longest route at the env's speed limit
+    (``longest_route`` cells at VELOCITY_LIMIT · 0.01 s = 0.05 cells per step: 20 steps a cell), or plans to far
+    goals jump through walls; and no longer than an episode, or a plan reaches its goal after the episode ends.
+    """
+    spec = MAZE2D_SPECS.get(name)
+    if spec is None:
+        return
+    span = (horizon - 1) * stride + 1
+    cells = longest_route(spec.layout)
+    least = int(np.ceil(cells / (VELOCITY_LIMIT * 0.01)))
+    where = f"horizon {horizon} at env.stride {stride} spans (horizon − 1)·stride + 1 = {span} env steps"
+    if span < least:
+        raise ValueError(
+            f"{where}, too short for {name}: its longest route ({cells} cells) takes at least {least} env steps at "
+            f"the speed limit, so plans to far goals would jump through walls. Raise horizon or env.stride so "
+            f"that the span is ≥ {least} (e.g. horizon={-(-(least - 1) // stride) + 1} at env.stride={stride})"
+        )
+    if span > spec.max_episode_steps:
+        raise ValueError(
+            f"{where}, longer than an episode of {name} ({spec.max_episode_steps} steps): a plan would reach its "
+            f"goal, at its last state, after the episode ends. Lower horizon or env.stride so that the span is ≤ "
+            f"{spec.max_episode_steps} (e.g. horizon={(spec.max_episode_steps - 1) // stride + 1} at "
+            f"env.stride={stride})"
+        )
+
+
 class Maze2dEnv(gymnasium.Env):
     """D4RL's point-mass maze: obs (x, y, vx, vy) = (qpos, qvel), action = motor forces in [−1, 1]²."""
 

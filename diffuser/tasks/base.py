@@ -94,6 +94,9 @@ class Task:
         self.name = name
 
     # ------------------------------------------------------------------ data
+    def check_training(self, env: EnvConfig, horizon: int) -> None:
+        """Refuse, before any data are read, a training horizon the family's planner cannot use (default: none)."""
+
     def how_to_make_dataset(self) -> str:
         """The command that makes a missing dataset (shown in the error)."""
         raise NotImplementedError

@@ -31,6 +31,12 @@ def maze_array(name: str):
 class Maze2dTask(Task):
     """maze2d-{umaze,medium,large}-v1."""
 
+    def check_training(self, env: EnvConfig, horizon: int) -> None:
+        """A horizon and stride whose plans cannot reach the maze's goals within an episode: one error."""
+        from diffuser.envs.maze2d import check_plan_span
+
+        check_plan_span(self.name, horizon, env.stride)
+
     def how_to_make_dataset(self) -> str:
         return f"python -m diffuser.tools.maze2d_generate --env {self.name}  (or env.generate_if_missing=true)"
 
