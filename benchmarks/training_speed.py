@@ -62,6 +62,7 @@ PRESETS = {
     "large": Preset(96, 4, 2, 16, (1, 4, 8), 64),  # experiment=maze2d_large_cpu
     # jumpy plans at the Maze2D CPU network: fewer states farther apart (env.stride 8 or 15)
     "maze_h32": Preset(32, 4, 2, 16, (1, 4, 8), 64),  # e.g. maze2d_medium_cpu horizon=32 env.stride=8
+    "maze_h16": Preset(16, 4, 2, 16, (1, 4, 8), 64),  # e.g. maze2d_medium_cpu horizon=16 env.stride=15
     # experiment=maze2d_{medium,large}_cpu model=temporal_transformer (width 64, 4 DiT blocks, 4 heads)
     "medium_transformer": Preset(64, 4, 2, 0, (), 64, network="transformer", width=64, depth=4, heads=4),
     "large_transformer": Preset(96, 4, 2, 0, (), 64, network="transformer", width=64, depth=4, heads=4),
