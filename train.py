@@ -27,7 +27,7 @@ def main(cfg: DictConfig) -> None:
     config, dist = launch.start_training(cfg)  # rank 0's run folder for every rank; an existing run resumes
     with launch.user_errors():  # bad input (missing data, wrong keys or dims) → one line, not a traceback
         task = task_for(config.env.name)
-        task.check_training(config.env, config.horizon)  # e.g. Maze2D plans too short for the maze
+        task.check_training(config.env, config.horizon)  # e.g. plans too short to reach the goals
         seed_everything(config.seed)
         with dist.main_first():  # rank 0 generates a missing dataset before the other ranks read it
             data, dataset_path = task.load_data(config.env)

@@ -180,10 +180,12 @@ def training(dist: Any) -> Iterator[None]:
     from diffuser.training.trainer import NonFiniteLossError
 
     with user_errors(NonFiniteLossError, CheckpointError, PeerError):
+        finished = False
         try:
             yield
+            finished = True
         finally:
-            dist.close()
+            dist.close(wait_for_peers=finished)
 
 
 def plan_config(cfg: DictConfig) -> PlanConfig:

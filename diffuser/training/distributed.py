@@ -94,8 +94,13 @@ class Distributed:
         device_ids = [device.index] if device.type == "cuda" else None
         return DistributedDataParallel(model, device_ids=device_ids)
 
-    def close(self) -> None:
+    def close(self, wait_for_peers: bool = False) -> None:
+        """Leave the process group. After a clean finish (``wait_for_peers``) every rank first meets the others, so
+        no rank tears down gloo's connections while a peer is still in its last collective (which can abort that
+        peer at exit); after an error nobody waits for a rank that may never come."""
         if self.enabled and dist.is_initialized():
+            if wait_for_peers:
+                dist.barrier()
             dist.destroy_process_group()
 
     # ------------------------------------------------------------------ data and gradients
