@@ -38,7 +38,7 @@ class EnvConfig:
 class ModelConfig:
     """Network: the diffusion TemporalUnet (or, as an option, TemporalTransformer) or the ValueFunction."""
 
-    kind: str = "diffusion"  # diffusion | value | bc | iql | invdyn
+    kind: str = "diffusion"  # diffusion | value | bc | iql | invdyn | dynamics
     network: str = "unet"  # kind diffusion: unet (TemporalUnet, the paper's) | transformer (TemporalTransformer, DiT
     #   blocks; not in the paper, and refused with the paper presets: check_network)
     dim: int = 32  # U-Net base channel width (bc, iql, invdyn: hidden width of the MLPs)
@@ -154,7 +154,7 @@ class PlannerConfig:
     bf16: bool = False  # bfloat16 autocast for the networks
     compile: Optional[str] = None  # locomotion: torch.compile mode of the denoiser and the guide's network (None:
     #   eager; reduce-overhead: CUDA graphs, for GPUs; shapes are fixed per number of running episodes)
-    select: Optional[str] = None  # locomotion: the critic that ranks the candidates (value | iql_v | iql_q);
+    select: Optional[str] = None  # locomotion: the critic that ranks the candidates (value | iql_v | iql_q | rollout);
     #   None: guide.critic (planning/critics.py). Not in the paper
     fresh_candidates: int = 0  # locomotion: unguided candidates per env from fresh noise beside the guided ones
     fresh_steps: int = 4  # DDIM steps (η 0) of those fresh candidates
@@ -188,6 +188,8 @@ class PlanConfig:
     #   runs/<env>/invdyn/
     critic_run: Optional[str] = None  # locomotion with an IQL critic (guide.critic / planner.select iql_*): the IQL
     #   run folder; None = newest under runs/<env>/iql/
+    dynamics_run: Optional[str] = None  # locomotion with the rollout critic: the forward dynamics run folder; None =
+    #   newest under runs/<env>/dynamics/
     checkpoint: Optional[str] = None  # step folder name; None = the run's latest
     exp_name: str = "cpu"
     runs_root: str = "runs"

@@ -81,3 +81,21 @@ def locomotion_normalized_score(name: str, episode_return: float) -> float:
     """D4RL normalized score as a fraction: (R − random) / (expert − random); ×100 to report."""
     parsed = parse_locomotion_name(name)
     return (episode_return - parsed.ref_min_score) / (parsed.ref_max_score - parsed.ref_min_score)
+
+
+# gymnasium's termination rule (the Hopper and Walker2d defaults of -v4 and -v5) on observations, whose first two
+# entries are the torso's height z and angle (qpos[1:3]): (z range, angle range, |entry| bound of every entry after z).
+# HalfCheetah never terminates (no bounds). Hopper's observation clips velocities at ±10, so its ±100 bound reads
+# the joint angles only (an unobservable |qvel| > 100 is not seen).
+_INF = float("inf")
+HEALTHY = {"hopper": ((0.7, _INF), (-0.2, 0.2), 100.0), "walker2d": ((0.8, 2.0), (-1.0, 1.0), _INF),
+           "halfcheetah": ((-_INF, _INF), (-_INF, _INF), _INF)}
+
+
+def healthy(name: str, observations):
+    """Whether the env of dataset ``name`` would go on from these raw observations (..., observation_dim), a numpy
+    array or a torch tensor → booleans (...); the env's own rule, so a model's predicted states can end an episode."""
+    (z_low, z_high), (angle_low, angle_high), bound = HEALTHY[parse_locomotion_name(name).env]
+    z, angle = observations[..., 0], observations[..., 1]
+    return (z > z_low) & (z < z_high) & (angle > angle_low) & (angle < angle_high) & (
+        abs(observations[..., 1:]) < bound).all(-1)

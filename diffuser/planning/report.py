@@ -164,7 +164,7 @@ def save_failures_figure(
 
 def write_locomotion_report(
     out_dir: Path, results: LocomotionResults, config, run: Run, value_run: Run | None, logger: Logger, *,
-    gym_version: str, fps: int = 30, critic_run: Run | None = None,
+    gym_version: str, fps: int = 30, critic_run: Run | None = None, dynamics_run: Path | None = None,
 ) -> dict:
     """results.json (per-episode and mean ± s.e.), config.yaml, media/rollout.mp4 (the first episode) and
     media/plans.png (MuJoCo composites of each episode's first plan); returns the summary."""
@@ -186,6 +186,7 @@ def write_locomotion_report(
             "select": config.planner.select or (config.guide.critic if config.guide.kind == "value" else None),
             "fresh_candidates": config.planner.fresh_candidates,
             "run": str(critic_run.path) if critic_run is not None else None,
+            "dynamics_run": str(dynamics_run) if dynamics_run is not None else None,  # the rollout critic's
         },
         "dataset_info": run.config.get("dataset_info"),  # Minari data: what it is, which reference scores were used
         "checkpoint": str(run.checkpoint),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from diffuser.baselines.bc import MLPPolicy
+from diffuser.baselines.dynamics import ForwardDynamics
 from diffuser.baselines.iql import IQL
 from diffuser.baselines.inverse_dynamics import InverseDynamics
 from diffuser.config import DiffusionConfig, IQLConfig, ModelConfig, check_network
@@ -10,7 +11,7 @@ from diffuser.diffusion.gaussian import GaussianDiffusion, ValueDiffusion
 from diffuser.diffusion.normalization import Normalizer
 from diffuser.models import TemporalTransformer, TemporalUnet, ValueFunction
 
-MODEL_KINDS = ("diffusion", "value", "bc", "iql", "invdyn")
+MODEL_KINDS = ("diffusion", "value", "bc", "iql", "invdyn", "dynamics")
 
 
 def build_model(
@@ -24,10 +25,11 @@ def build_model(
     diffusion: DiffusionConfig,
     iql: IQLConfig | None = None,
     discount: float = 0.99,
-) -> GaussianDiffusion | MLPPolicy | IQL | InverseDynamics:
+) -> GaussianDiffusion | MLPPolicy | IQL | InverseDynamics | ForwardDynamics:
     """GaussianDiffusion over a TemporalUnet (or, with model.network transformer, a TemporalTransformer),
     ValueDiffusion over a ValueFunction, the BC MLPPolicy, or IQL's critics and policy (``iql`` settings and
-    ``discount``, env.discount, for kind iql only), or the inverse dynamics MLP a = f(s, s').
+    ``discount``, env.discount, for kind iql only), the inverse dynamics MLP a = f(s, s'), or the forward dynamics
+    MLP (s, a) → (s', r).
 
     A config.yaml written before model.network existed reads as network unet (ModelConfig's default)."""
     if kind not in MODEL_KINDS:
@@ -37,6 +39,9 @@ def build_model(
         return MLPPolicy(normalizer, observation_dim=observation_dim, action_dim=action_dim, hidden_dim=model.dim)
     if kind == "invdyn":
         return InverseDynamics(normalizer, observation_dim=observation_dim, action_dim=action_dim,
+                               hidden_dim=model.dim)
+    if kind == "dynamics":
+        return ForwardDynamics(normalizer, observation_dim=observation_dim, action_dim=action_dim,
                                hidden_dim=model.dim)
     if kind == "iql":
         iql = iql or IQLConfig()

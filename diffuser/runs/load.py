@@ -100,12 +100,14 @@ def check_compatible(diffusion: Run, value: Run, discount: float) -> None:
 
 
 def check_critic_compatible(diffusion: Run, critic: Run, kind: str = "iql", what: str = "critic run") -> None:
-    """Refuse a run beside the diffusion run (an IQL critic, or inverse dynamics with kind="invdyn") that was not
-    trained on the diffusion run's data, naming both: model kind, dataset, dims, normalizer kind and statistics."""
+    """Refuse a run beside the diffusion run (an IQL critic; inverse or forward dynamics, kind "invdyn" or "dynamics")
+    that was not trained on the diffusion run's data, naming both: model kind, dataset, dims, normalizer kind and
+    statistics."""
     a, b = diffusion.config, critic.config
     if b["model"]["kind"] != kind:
         wanted, experiment = {"iql": ("an IQL critic", "locomotion_iql"),
-                              "invdyn": ("an inverse-dynamics model", "locomotion_invdyn")}[kind]
+                              "invdyn": ("an inverse-dynamics model", "locomotion_invdyn"),
+                              "dynamics": ("a forward dynamics model", "locomotion_dynamics")}[kind]
         raise ValueError(f"{what.replace(' ', '_')} {critic.path} holds a '{b['model']['kind']}' model, not "
                          f"{wanted} (train one with `python train.py experiment={experiment}`)")
     pairs = {

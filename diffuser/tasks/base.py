@@ -56,7 +56,7 @@ def build_dataset(data: dict[str, np.ndarray], env: EnvConfig, *, horizon: int, 
             "locomotion and value/BC/IQL/inverse-dynamics runs execute every step: use env.stride=1"
         )
     cls, extra = SequenceDataset, {}
-    if kind == "iql":
+    if kind in ("iql", "dynamics"):
         cls = TransitionDataset
     elif kind == "value":
         cls, extra = ValueDataset, {"targets": env.value_targets}
@@ -65,7 +65,7 @@ def build_dataset(data: dict[str, np.ndarray], env: EnvConfig, *, horizon: int, 
     return cls(
         data,
         **extra,
-        horizon={"bc": 1, "invdyn": 2}.get(kind, horizon),  # IQL: always two rows
+        horizon={"bc": 1, "invdyn": 2}.get(kind, horizon),  # IQL and dynamics: always two rows
         normalizer=env.normalizer,
         max_path_length=env.max_path_length,
         use_padding=env.use_padding,

@@ -13,14 +13,16 @@ from pathlib import Path
 import gymnasium
 import torch
 
+from diffuser.baselines.dynamics import ForwardDynamics
 from diffuser.baselines.inverse_dynamics import InverseDynamics
 from diffuser.config import PlanConfig
 from diffuser.data.sequence import SequenceDataset
 from diffuser.diffusion.guidance import ValueGuide
 from diffuser.diffusion.schedulers import make_scheduler
+from diffuser.envs.locomotion import healthy
 from diffuser.planning.policy import PolicyPlanner
 from diffuser.planning.episodes import LocomotionResults, run_locomotion_episodes
-from diffuser.planning.critics import IQL_RULES, IQLPlanCritic, check_critic
+from diffuser.planning.critics import NEEDS_IQL, IQLPlanCritic, RolloutCritic, check_critic
 from diffuser.planning.guided import GuidedPlanner
 from diffuser.planning.plan import Planner
 from diffuser.planning.report import write_locomotion_report
@@ -76,8 +78,8 @@ class LocomotionTask(Task):
 
     def load_critic(self, config: PlanConfig, run: Run, device: torch.device) -> Run | None:
         """The IQL run whose critic guides or ranks the plans (critic_run, else the newest runs/<env>/iql/ run),
-        checked against the diffusion run; None when no IQL critic is asked for."""
-        if run.config["model"]["kind"] != "diffusion" or not set(critics_used(config)) & set(IQL_RULES):
+        checked against the diffusion run; None when no critic that reads one is asked for."""
+        if run.config["model"]["kind"] != "diffusion" or not set(critics_used(config)) & set(NEEDS_IQL):
             return None
         try:
             path = config.critic_run or find_latest_run(config.runs_root, self.name, "iql", argument="critic_run")
@@ -112,6 +114,9 @@ class LocomotionTask(Task):
         def make_critic(name: str) -> ValueGuide:
             if name == "value":
                 return ValueGuide(value.model.model)
+            if name == "rollout":
+                return ValueGuide(RolloutCritic(self.load_dynamics(config, run), critic.model, run.model.normalizer,
+                                                partial(healthy, self.name)))
             return ValueGuide(IQLPlanCritic(critic.model, run.model.normalizer, name))
 
         guide = make_critic(g.critic) if g.kind == "value" else None
@@ -137,6 +142,27 @@ class LocomotionTask(Task):
         print(f"inverse dynamics run: {path}")
         return invdyn.model
 
+    def dynamics_path(self, config: PlanConfig) -> Path | None:
+        """The rollout critic's dynamics run: dynamics_run, else the newest runs/<env>/dynamics/ run; None when the
+        rollout critic is not asked for."""
+        if "rollout" not in critics_used(config):
+            return None
+        try:
+            return Path(config.dynamics_run or find_latest_run(config.runs_root, self.name, "dynamics",
+                                                               argument="dynamics_run"))
+        except FileNotFoundError as error:
+            raise FileNotFoundError(
+                f"{error}. The rollout critic's dynamics model comes from `python train.py "
+                f"experiment=locomotion_dynamics env.name={self.name}` (about 5 minutes on 2 cores)") from None
+
+    def load_dynamics(self, config: PlanConfig, run: Run) -> ForwardDynamics:
+        """The rollout critic's forward dynamics model, checked against the diffusion run."""
+        path = self.dynamics_path(config)
+        dynamics = load_run(path, next(run.model.parameters()).device)
+        check_critic_compatible(run, dynamics, kind="dynamics", what="dynamics run")
+        print(f"dynamics run: {path}")
+        return dynamics.model
+
     def run_episodes(self, evaluation: Evaluation, config: PlanConfig) -> LocomotionResults:
         return run_locomotion_episodes(
             evaluation.envs, evaluation.planner, partial(self.normalized_score, reference=evaluation.reference),
@@ -149,7 +175,7 @@ class LocomotionTask(Task):
     ) -> dict[str, float]:
         return write_locomotion_report(
             out_dir, results, config, evaluation.run, evaluation.value, logger, gym_version=evaluation.gym_version,
-            critic_run=evaluation.critic,
+            critic_run=evaluation.critic, dynamics_run=self.dynamics_path(config),
         )
 
 

@@ -12,14 +12,15 @@ an IQL run, or both), on fresh behaviour-policy episodes that no model saw.
    that noise leaves measurable). Per
    state: the Spearman correlation of the plans' predicted values with these realized discounted returns, and the realized return of the plan the value
    model would pick against the mean and the best candidate. Every critic given scores the same candidates:
-   ``value`` (the value run), ``iql_v`` (Σ_h V(s_h)) and ``iql_q`` (Q(s_0, a_0)) of the IQL run
+   ``value`` (the value run), ``iql_v`` (Σ_h V(s_h)) and ``iql_q`` (Q(s_0, a_0)) of the IQL run, and with a
+   forward dynamics run beside the IQL run, ``rollout`` (the plan's actions played through the model, then V)
    (``planning/critics.py``).
 3. **Guidance size.** At every denoising step t, the guide's shift ‖scale·σ_t²·∇J‖ (per plan) against the noise
    σ_t‖z‖ the step adds, and how far guidance moves the first action: the same noise with and without the gradient.
 
     python -m diffuser.tools.value_check --diffusion-run runs/hopper-medium-v2/cpu/<time>_s0 \\
         --value-run runs/hopper-medium-v2/cpu_value/<time>_s0 --iql-run runs/hopper-medium-v2/iql/<time>_s0 \\
-        --output value_check.json
+        --dynamics-run runs/hopper-medium-v2/dynamics/<time>_s0 --output value_check.json
 
 Measurements 1 and 3 need the value run; realized returns use its discount and termination penalty (without one:
 --discount and --penalty).
@@ -30,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +40,8 @@ import torch
 from diffuser.diffusion.gaussian import GaussianDiffusion
 from diffuser.diffusion.guidance import ValueGuide, guided_p_sample
 from diffuser.diffusion.schedule import extract
-from diffuser.planning.critics import IQL_RULES, IQLPlanCritic
+from diffuser.envs.locomotion import healthy
+from diffuser.planning.critics import IQL_RULES, IQLPlanCritic, RolloutCritic
 from diffuser.runs.load import check_compatible, check_critic_compatible, load_run
 from diffuser.utils.files import atomic_write_text
 
@@ -174,6 +177,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--diffusion-run", required=True)
     parser.add_argument("--value-run", default=None, help="the value UNet's run (critic 'value')")
     parser.add_argument("--iql-run", default=None, help="an IQL run (critics 'iql_v' and 'iql_q')")
+    parser.add_argument("--dynamics-run", default=None, help="a forward dynamics run, with --iql-run (critic "
+                        "'rollout')")
+    parser.add_argument("--rollout-steps", type=int, default=None, help="actions the rollout critic plays forward "
+                        "(default: the whole plan)")
     parser.add_argument("--checkpoint", default=None, help="the diffusion run's step folder (default: latest)")
     parser.add_argument("--value-checkpoint", default=None, help="the value run's step folder (default: latest)")
     parser.add_argument("--episodes-steps", type=int, default=50_000, help="fresh behaviour-policy steps")
@@ -213,6 +220,15 @@ def main(argv: list[str] | None = None) -> dict:
             check_critic_compatible(diffusion_run, iql_run)
             for rule in IQL_RULES:
                 critics[rule] = ValueGuide(IQLPlanCritic(iql_run.model, diffusion_run.model.normalizer, rule))
+        dynamics_run = None
+        if args.dynamics_run is not None:
+            if iql_run is None:
+                raise ValueError("--dynamics-run needs --iql-run: the rollout critic ends in the IQL run's V")
+            dynamics_run = load_run(args.dynamics_run)
+            check_critic_compatible(diffusion_run, dynamics_run, kind="dynamics", what="dynamics run")
+            rollout = RolloutCritic(dynamics_run.model, iql_run.model, diffusion_run.model.normalizer,
+                                    partial(healthy, diffusion_run.config["env"]["name"]), steps=args.rollout_steps)
+            critics["rollout"] = ValueGuide(rollout)
         (_, spec), *_ = recipe_policies(diffusion_run.config["env"]["name"])
         policy = load_policy(spec, action_dim=diffusion_run.model.action_dim)
         continuation = policy if args.continuation == "sampled" else load_policy(
@@ -313,6 +329,7 @@ def main(argv: list[str] | None = None) -> dict:
         "value_step": None if value_run is None else value_run.step,
         "iql_run": None if iql_run is None else str(iql_run.path),
         "iql_step": None if iql_run is None else iql_run.step,
+        "dynamics_run": None if dynamics_run is None else str(dynamics_run.path),
         "discount": discount, "penalty": penalty, "arguments": vars(args),
         "held_out": held_out, "candidates": candidates, "guidance": size, "seconds": time.perf_counter() - tick,
     }
