@@ -16,8 +16,8 @@ For each preset, one process times, in turn (round-robin, so machine noise hits 
 per step) are the step's. Presets: the tiny test network (dim 8, H 16), the Maze2D CPU presets (dim 16, dim_mults
 (1, 4, 8), N 64), hopper/walker2d at the CPU preset's dim 16 and the paper's dim 32 (H 32, (1, 2, 4, 8), N 20), the
 halfcheetah CPU network (H 4, dim 16, (1, 4, 8), attention), the paper U-Maze and Large networks (dim 32, H 128
-and 384), and the transformer option on the Medium and Large CPU presets (``--presets medium medium_transformer
-large large_transformer`` compares them side by side). ``--device cuda`` times the same on a GPU (synchronised):
+and 384), and the transformer option at the earlier Medium (H 64) and the Large CPU presets (``--presets medium_h64
+medium_transformer large large_transformer`` compares them side by side). ``--device cuda`` times the same on a GPU (synchronised):
 benchmarks/device_check.sh. Not a test.
 """
 
@@ -58,13 +58,13 @@ class Preset:
 PRESETS = {
     "tiny": Preset(16, 4, 2, 8, (1, 2, 4), 20),  # the test suite's size
     "umaze": Preset(128, 4, 2, 16, (1, 4, 8), 64),  # experiment=maze2d_umaze_cpu
-    "medium": Preset(64, 4, 2, 16, (1, 4, 8), 64),  # experiment=maze2d_medium_cpu
+    "medium": Preset(16, 4, 2, 16, (1, 4, 8), 64),  # experiment=maze2d_medium_cpu (16 states, env.stride 15)
+    "medium_h64": Preset(64, 4, 2, 16, (1, 4, 8), 64),  # the earlier Medium preset: 64 states, env.stride 4
     "large": Preset(96, 4, 2, 16, (1, 4, 8), 64),  # experiment=maze2d_large_cpu
     # jumpy plans at the Maze2D CPU network: fewer states farther apart (env.stride 8 or 15)
     "maze_h32": Preset(32, 4, 2, 16, (1, 4, 8), 64),  # e.g. maze2d_medium_cpu horizon=32 env.stride=8
-    "maze_h16": Preset(16, 4, 2, 16, (1, 4, 8), 64),  # e.g. maze2d_medium_cpu horizon=16 env.stride=15
     # experiment=maze2d_{medium,large}_cpu model=temporal_transformer (width 64, 4 DiT blocks, 4 heads)
-    "medium_transformer": Preset(64, 4, 2, 0, (), 64, network="transformer", width=64, depth=4, heads=4),
+    "medium_transformer": Preset(64, 4, 2, 0, (), 64, network="transformer", width=64, depth=4, heads=4),  # H 64
     "large_transformer": Preset(96, 4, 2, 0, (), 64, network="transformer", width=64, depth=4, heads=4),
     "hopper16": Preset(32, 11, 3, 16, (1, 2, 4, 8), 20),  # experiment=locomotion_cpu on hopper-medium-v2
     "hopper32": Preset(32, 11, 3, 32, (1, 2, 4, 8), 20),  # the paper's hopper preset (experiment=locomotion)
