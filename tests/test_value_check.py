@@ -62,3 +62,12 @@ def test_a_folder_that_is_not_a_run_gets_one_line(tmp_path):
         main(["--diffusion-run", str(tmp_path / "nothing"), "--value-run", str(tmp_path / "nothing")])
     message = str(exit_info.value.code)
     assert message.startswith("error:") and "is not a run folder" in message and "\n" not in message
+
+
+def test_a_dynamics_run_without_an_iql_run_gets_one_line(tmp_path):
+    from diffuser.tools.value_check import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--diffusion-run", str(tmp_path), "--dynamics-run", str(tmp_path)])
+    message = str(exit_info.value.code)
+    assert message.startswith("error:") and "--dynamics-run needs --iql-run" in message and "\n" not in message

@@ -206,6 +206,8 @@ def main(argv: list[str] | None = None) -> dict:
     from diffuser.tools.policies import load_policy
 
     with user_errors():  # a folder that is not a run, a mismatched pair, no behaviour policy: one line, exit 1
+        if args.dynamics_run is not None and args.iql_run is None:
+            raise ValueError("--dynamics-run needs --iql-run: the rollout critic ends in the IQL run's V")
         if args.value_run is None and args.iql_run is None:
             raise ValueError("give a critic to check: --value-run, --iql-run or both")
         diffusion_run = load_run(args.diffusion_run, checkpoint=args.checkpoint)
@@ -222,8 +224,6 @@ def main(argv: list[str] | None = None) -> dict:
                 critics[rule] = ValueGuide(IQLPlanCritic(iql_run.model, diffusion_run.model.normalizer, rule))
         dynamics_run = None
         if args.dynamics_run is not None:
-            if iql_run is None:
-                raise ValueError("--dynamics-run needs --iql-run: the rollout critic ends in the IQL run's V")
             dynamics_run = load_run(args.dynamics_run)
             check_critic_compatible(diffusion_run, dynamics_run, kind="dynamics", what="dynamics run")
             rollout = RolloutCritic(dynamics_run.model, iql_run.model, diffusion_run.model.normalizer,
