@@ -226,9 +226,9 @@ def main(argv: list[str] | None = None) -> dict:
         if args.dynamics_run is not None:
             dynamics_run = load_run(args.dynamics_run)
             check_critic_compatible(diffusion_run, dynamics_run, kind="dynamics", what="dynamics run")
-            rollout = RolloutCritic(dynamics_run.model, iql_run.model, diffusion_run.model.normalizer,
-                                    partial(healthy, diffusion_run.config["env"]["name"]), steps=args.rollout_steps)
-            critics["rollout"] = ValueGuide(rollout)
+            critics["rollout"] = ValueGuide(RolloutCritic(
+                dynamics_run.model, iql_run.model, diffusion_run.model.normalizer,
+                partial(healthy, diffusion_run.config["env"]["name"]), steps=args.rollout_steps))
         (_, spec), *_ = recipe_policies(diffusion_run.config["env"]["name"])
         policy = load_policy(spec, action_dim=diffusion_run.model.action_dim)
         continuation = policy if args.continuation == "sampled" else load_policy(
