@@ -153,7 +153,7 @@ class LocomotionTask(Task):
         except FileNotFoundError as error:
             raise FileNotFoundError(
                 f"{error}. The rollout critic's dynamics model comes from `python train.py "
-                f"experiment=locomotion_dynamics env.name={self.name}` (about 5 minutes on 2 cores)") from None
+                f"experiment=locomotion_dynamics env.name={self.name}` (about 10 minutes on one core)") from None
 
     def load_dynamics(self, config: PlanConfig, run: Run) -> ForwardDynamics:
         """The rollout critic's forward dynamics model, checked against the diffusion run."""
