@@ -172,8 +172,6 @@ class PlannerConfig:
     track_speed: float = 1.0  # Maze2D: run along the plan's path this many times faster than planned (1: the original)
     track_p_gain: float = 1.0  # Maze2D tracker: a = k_p·(waypoint − position) + k_d·(its velocity − velocity)
     track_d_gain: float = 1.0  # (1 and 1: the original rule)
-    avoid_blocked: bool = False  # Maze2D closed loop: remember where a stuck agent was pushed into a wall and refuse
-    #   plans that cross there (no map; diffuser/planning/maze2d.py). Not in the paper
 
 
 @dataclass

@@ -8,8 +8,8 @@ from diffuser.diffusion.gaussian import GaussianDiffusion
 from diffuser.diffusion.normalization import make_normalizer
 from diffuser.models import TemporalUnet
 from diffuser.planning.maze2d import (
-    DT, ClosedLoop, Maze2dPlanner, Plan, blocked_segment, crosses, dynamic_residual, needs_replan, plan_lengths,
-    run_maze2d_episodes, track_waypoint, upsample,
+    DT, ClosedLoop, Maze2dPlanner, Plan, dynamic_residual, needs_replan, plan_lengths, run_maze2d_episodes,
+    track_waypoint, upsample,
 )
 
 
@@ -169,7 +169,6 @@ def test_paper_planner_is_one_sample_of_the_training_horizon():
     ({"track_gains": (0.0, 1.0)}, {}, "planner.track_p_gain and planner.track_d_gain"),
     ({"track_gains": (1.0, -2.0)}, {}, "planner.track_p_gain and planner.track_d_gain"),
     ({"track_gains": (1.0, 25.0)}, {}, "planner.track_p_gain and planner.track_d_gain"),
-    ({"avoid_blocked": True}, {}, "planner.avoid_blocked needs planner.replan_lag"),
 ])
 def test_planner_options_out_of_range_are_refused_by_name(loop, kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -273,59 +272,6 @@ def test_a_replan_replaces_a_plan_only_if_consistent_or_less_inconsistent():
     assert results.n_replans.tolist()[0] == 0 and results.n_replans[1] >= 1
     assert planner.replanned > results.n_replans.sum()  # episode 0 was replanned but kept its plan
     assert results.returns[0] == 0 and results.returns[1] > 50
-
-
-def test_blocked_segment_and_crossing_by_hand():
-    plan = np.array([[3.0, 1.0, 0, 0], [2.5, 1.0, 0, 0], [2.0, 1.0, 0, 0], [1.5, 1.0, 0, 0], [1.0, 1.0, 0, 0]])
-    # the agent pinned at (2.6, 1); nearest plan point (2.5, 1); the first one at least 1 away after it: (1.5, 1)
-    segment = blocked_segment(plan, np.array([2.6, 1.0]))
-    np.testing.assert_allclose(segment, [[2.4, 1.0], [1.4, 1.0]])
-    ends = [
-        ([2.0, 0.5], [2.0, 1.5]),  # crosses it at (2, 1)
-        ([2.6, 0.5], [2.6, 1.5]),  # passes beside the agent, 0.2 short of the segment's start
-        ([2.6, 1.0], [2.6, 2.0]),  # leaves the agent sideways
-        ([2.6, 1.0], [1.0, 1.2]),  # leaves the agent through the wall, slightly askew
-        ([2.6, 1.0], [1.0, 1.0]),  # along the segment
-        ([2.0, 1.15], [1.0, 1.15]),  # beside it, 0.15 away
-    ]
-    alphas = np.linspace(0, 1, 41)[:, None]  # a point every 0.025-0.05, as the env steps of a plan
-    paths = np.stack([np.array(p) * (1 - alphas) + np.array(q) * alphas for p, q in ends])
-    assert crosses(paths, segment[None]).tolist() == [True, False, False, True, True, False]
-    assert crosses(paths, np.zeros((0, 2, 2))).tolist() == [False] * 6
-
-
-class StraightOrCorridorPlanner(Maze2dPlanner):
-    """Two consistent candidates per episode: first a straight line to the goal (through U-Maze's inner wall from
-    the bottom-left cell), second the corridor around it; at equal residuals the planner keeps the first."""
-
-    def _sample(self, observations, goals, horizon, generator):
-        samples = np.zeros((len(observations), horizon, 6))
-        for j, (o, g) in enumerate(zip(observations, goals)):
-            if j % 2 == 0:
-                steps = max(2, int(np.ceil(np.linalg.norm(g - o[:2]) / (3.0 * DT))))
-                xy = o[:2] + (g - o[:2]) * np.minimum(np.arange(horizon), steps)[:, None] / steps
-                path = np.concatenate([xy, np.vstack([np.zeros(2), np.diff(xy, axis=0) / DT])], -1)
-            else:
-                path = corridor_plan(o[:2])
-                path = np.vstack([path, np.tile(path[-1] * [1, 1, 0, 0], (max(0, horizon - len(path)), 1))])
-            samples[j, :, 2:] = path[:horizon]
-        return samples
-
-
-def test_a_stuck_agent_remembers_the_wall_and_takes_the_corridor():
-    """Both candidates are consistent, so without avoid_blocked every replan keeps the straight line and the agent
-    stays pinned on the wall; with it, the first stuck replan refuses the line that crosses where the agent was
-    pushed, and the corridor takes the agent to the goal."""
-    envs = [WallStart(gymnasium.make("maze2d-umaze-v1"))]
-    kwargs = dict(n_candidates=2, max_residual=1.0, replan_lag=0.5, replan_check_every=10)
-    pinned = run_maze2d_episodes(envs, StraightOrCorridorPlanner(make_planner().diffusion, ClosedLoop(**kwargs),
-                                                                 horizon=240), seed=0)
-    assert pinned.returns[0] == 0 and pinned.n_replans[0] > 0
-    free = run_maze2d_episodes(envs, StraightOrCorridorPlanner(
-        make_planner().diffusion, ClosedLoop(**kwargs, avoid_blocked=True), horizon=240), seed=0)
-    assert free.returns[0] > 50
-    corridor = free.plans[0][-1]
-    assert corridor[:, 1].max() > 2.5  # the kept plan goes up the corridor
 
 
 def test_upsample_by_hand():

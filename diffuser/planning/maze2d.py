@@ -18,11 +18,6 @@ Paper mode (the defaults): one plan of the training horizon per episode, made on
   (``replan_lag``) or whose plan is old (``replan_every``); a new plan replaces the current one only if
   :meth:`ClosedLoop.accepts` it: consistent, or less inconsistent than the current one.
 - tracking (``track_waypoint``): ``track_speed`` and ``track_gains`` change the original rule's pace and gains.
-- ``avoid_blocked`` (not in the paper): an episode that replans because its agent fell behind while standing still
-  (moved less than ``STUCK_DISTANCE`` since the last check) was pushed into a wall its plan crossed; the segment from
-  the agent into its plan ahead (``blocked_segment``) is remembered, the current plan's consistency is forfeit, and
-  any later candidate of that episode whose path crosses a remembered segment counts as inconsistent
-  (``BLOCKED_PENALTY`` added to its residual). The agent learns the wall by touching it: still no map.
 """
 
 from __future__ import annotations
@@ -41,10 +36,6 @@ from diffuser.planning.episodes import episode_summary
 from diffuser.planning.plan import Plan
 
 DT = 0.01  # seconds per env step of the point mass (timestep 0.01, frame_skip 1)
-STUCK_DISTANCE = 0.05  # an agent that moved less than this between two replanning checks stands still (maze units)
-BLOCKED_SKIP, BLOCKED_LENGTH = 0.2, 1.0  # a blocked segment starts this far from the agent and is this long (1 cell)
-BLOCKED_RADIUS = 0.1  # a path crosses a blocked segment when one of its points comes this close to it
-BLOCKED_PENALTY = 1000.0  # added to the residual of a candidate whose path crosses a blocked segment
 
 
 def dynamic_residual(observations: np.ndarray, window: int = 8, dt: float = DT) -> np.ndarray:
@@ -60,32 +51,6 @@ def dynamic_residual(observations: np.ndarray, window: int = 8, dt: float = DT) 
     displacement = observations[:, w:, :2] - observations[:, :-w, :2]
     integrated = dt * (velocity_sums[:, w:] - velocity_sums[:, :-w])
     return (np.linalg.norm(displacement - integrated, axis=-1) / (w * dt)).max(axis=1)
-
-
-def blocked_segment(plan: np.ndarray, position: np.ndarray) -> np.ndarray:
-    """Where a stuck agent was pushed: from BLOCKED_SKIP to BLOCKED_SKIP + BLOCKED_LENGTH along the direction from
-    ``position`` (2,) to the first point of ``plan`` (T, ≥ 2), after the point nearest the agent, that is at least
-    BLOCKED_LENGTH away (or the plan's last point) → (2, 2) endpoints."""
-    path = plan[:, :2]
-    distance = np.linalg.norm(path - position, axis=1)
-    ahead = distance[distance.argmin():]
-    far = np.flatnonzero(ahead >= BLOCKED_LENGTH)
-    target = path[distance.argmin() + (far[0] if len(far) else len(ahead) - 1)]
-    direction = (target - position) / max(float(np.linalg.norm(target - position)), 1e-9)
-    return np.stack([position + BLOCKED_SKIP * direction, position + (BLOCKED_SKIP + BLOCKED_LENGTH) * direction])
-
-
-def crosses(paths: np.ndarray, segments: np.ndarray, radius: float = BLOCKED_RADIUS) -> np.ndarray:
-    """Whether each path (B, T, ≥ 2), one point per env step, comes within ``radius`` of any of the segments
-    (M, 2, 2) → (B,) booleans. Points, not steps: a path's points are at most 0.05 apart (the speed limit), and a
-    path along a segment crosses it too."""
-    if len(segments) == 0:
-        return np.zeros(len(paths), dtype=bool)
-    a, b = segments[:, 0], segments[:, 1]  # (M, 2)
-    d = b - a
-    points = paths[:, :, None, :2]  # (B, T, 1, 2)
-    u = np.clip(((points - a) * d).sum(-1) / (d * d).sum(-1), 0.0, 1.0)  # nearest place on each segment
-    return (np.linalg.norm(points - (a + u[..., None] * d), axis=-1) < radius).any(axis=(1, 2))
 
 
 def upsample(trajectories: np.ndarray, stride: int) -> np.ndarray:
@@ -119,8 +84,7 @@ class ClosedLoop:
     episode. max_residual: the dynamic consistency a plan must meet (velocity units; the env's speed limit is 5).
     replan_lag > 0: replan an episode whose position is this far from where its plan puts it now; replan_every > 0:
     replan an episode whose plan is this many env steps old; both checked every replan_check_every env steps.
-    track_speed, track_gains: see :func:`track_waypoint`. avoid_blocked: remember where a stuck agent was pushed
-    and refuse plans that cross there (module docstring; needs replan_lag).
+    track_speed, track_gains: see :func:`track_waypoint`.
     """
 
     horizons: tuple[int, ...] | None = None
@@ -131,7 +95,6 @@ class ClosedLoop:
     replan_check_every: int = 10
     track_speed: float = 1.0
     track_gains: tuple[float, float] = field(default=(1.0, 1.0))
-    avoid_blocked: bool = False
 
     def __post_init__(self):
         if self.horizons is not None:
@@ -153,9 +116,6 @@ class ClosedLoop:
         if not 0 < self.track_speed <= 4:
             raise ValueError(f"planner.track_speed ({self.track_speed}) must lie in (0, 4] (1: follow the plan as "
                              "timed)")
-        if self.avoid_blocked and not self.replan_lag > 0:
-            raise ValueError("planner.avoid_blocked needs planner.replan_lag > 0: a blocked wall is noticed when a "
-                             "stuck agent falls behind its plan")
         if len(self.track_gains) != 2 or not all(0 < k <= 20 for k in self.track_gains):
             raise ValueError(f"planner.track_p_gain and planner.track_d_gain ({', '.join(map(str, self.track_gains))})"
                              " must lie in (0, 20] (1 and 1: the original tracking rule)")
@@ -240,14 +200,12 @@ class Maze2dPlanner:
 
     @torch.no_grad()
     def plan(
-        self, observations: np.ndarray, goals: np.ndarray, generator: torch.Generator | None = None, env_ids=None,
-        blocked: Sequence[np.ndarray] | None = None,
+        self, observations: np.ndarray, goals: np.ndarray, generator: torch.Generator | None = None, env_ids=None
     ) -> Plan:
         """observations: (N, 4) current states; goals: (N, 2) target positions → Plan of N trajectories, every env
-        step (env_ids are unused: plans depend on the current state and goal only). blocked: per episode, the
-        segments (M, 2, 2) its agent was stuck at; a candidate crossing one counts as inconsistent."""
+        step (env_ids are unused: plans depend on the current state and goal only)."""
         n, k, a = len(observations), self.loop.n_candidates, self.diffusion.action_dim
-        if len(self.horizons) == 1 and k == 1 and blocked is None:  # the paper's planner: one sample per episode
+        if len(self.horizons) == 1 and k == 1:  # the paper's planner: one sample per episode
             trajectories = upsample(self._sample(observations, goals, self.horizons[0], generator), self.stride)
             return Plan(trajectories[..., :a], trajectories[..., a:])
         longest = (self.horizons[-1] - 1) * self.stride + 1
@@ -260,8 +218,6 @@ class Maze2dPlanner:
             h = samples.shape[1]
             samples = samples.reshape(n, k, h, -1)
             residuals = dynamic_residual(samples[..., a:].reshape(n * k, h, -1)).reshape(n, k)
-            for i, segments in enumerate(blocked or ()):
-                residuals[i] += BLOCKED_PENALTY * crosses(samples[i, :, :, a:], segments)
             pick = residuals.argmin(axis=1)
             residual = residuals[np.arange(n), pick]
             take = ~settled & ((residual <= self.loop.max_residual) | (residual < best_residual))
@@ -365,22 +321,14 @@ def run_maze2d_episodes(
 
     steps = max_episode_steps or envs[0].spec.max_episode_steps
     states = observations.copy()
-    checked = observations.copy()  # each episode's state at the last replanning check
-    blocked = [np.zeros((0, 2, 2)) for _ in range(n)]  # where each stuck agent was pushed (avoid_blocked)
     returns, lengths, running = np.zeros(n), np.zeros(n, dtype=int), np.ones(n, dtype=bool)
     executed = [[observations[i]] for i in range(n)]
     for t in range(steps):
         if t > 0 and loop.replans and t % loop.replan_check_every == 0:
             stale = [i for i in np.flatnonzero(running) if needs_replan(
                 plans[i][-1], t - planned_at[i], states[i], loop.replan_lag, loop.replan_every, loop.track_speed)]
-            for i in stale if loop.avoid_blocked else ():
-                if np.linalg.norm(states[i, :2] - checked[i, :2]) < STUCK_DISTANCE:
-                    blocked[i] = np.concatenate([blocked[i], blocked_segment(plans[i][-1], states[i, :2])[None]])
-                    residuals[i] = np.inf  # the plan in hand crosses a wall: any new plan replaces it
-            checked = states.copy()
             if stale:
-                walls = {"blocked": [blocked[i] for i in stale]} if loop.avoid_blocked else {}
-                plan = planner.plan(states[stale], goals[stale], generator=generator, **walls)
+                plan = planner.plan(states[stale], goals[stale], generator=generator)
                 for k, i in enumerate(stale):
                     new = plan.residuals[k] if plan.residuals is not None else -np.inf
                     if loop.accepts(new, residuals[i]):

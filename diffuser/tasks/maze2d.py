@@ -77,7 +77,7 @@ class Maze2dTask(Task):
             horizons=plan_lengths(p.horizon_fractions, run.model), n_candidates=p.n_candidates,
             max_residual=p.max_residual,
             replan_lag=p.replan_lag, replan_every=p.replan_every, replan_check_every=p.replan_check_every,
-            track_speed=p.track_speed, track_gains=(p.track_p_gain, p.track_d_gain), avoid_blocked=p.avoid_blocked,
+            track_speed=p.track_speed, track_gains=(p.track_p_gain, p.track_d_gain),
         )
         return Maze2dPlanner(
             run.model, loop, scheduler=make_scheduler(p.scheduler, p.n_sample_steps, p.eta),
