@@ -17,10 +17,10 @@ t > 0) they score the noisy rows as they are.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import nn
-
-from typing import Callable
 
 from diffuser.baselines.dynamics import ForwardDynamics
 from diffuser.baselines.iql import IQL
@@ -35,8 +35,8 @@ def check_critic(name: str, option: str) -> None:
     """One clear error for a critic name that is not one of CRITICS (``option`` names the config key)."""
     if name not in CRITICS:
         raise ValueError(f"{option}={name!r} is not a critic; valid: {list(CRITICS)} (value: the value UNet; "
-                         "iql_v: Σ_h V(s_h) of an IQL run; iql_q: Q(s_0, a_0) of an IQL run; rollout: the plan's actions "
-                         "through a dynamics run, then the IQL run's V)")
+                         "iql_v: Σ_h V(s_h) of an IQL run; iql_q: Q(s_0, a_0) of an IQL run; rollout: the plan's "
+                         "actions through a dynamics run, then the IQL run's V)")
 
 
 class IQLPlanCritic(nn.Module):
