@@ -1,7 +1,7 @@
 """Time the trainer's step on the presets' networks, against its own forward + backward passes, side by side.
 
 Usage: ``python benchmarks/training_speed.py [--repeats 30] [--threads 1] [--presets tiny hopper16 ...] [--bf16]
-[--compile reduce-overhead] [--device cuda]``.
+[--compile reduce-overhead] [--one-batch] [--device cuda]``.
 
 For each preset, one process times, in turn (round-robin, so machine noise hits every mode alike; medians quoted):
 - **step**: ``Trainer.train_step()`` of the real trainer on a synthetic window dataset (batch 32 × 2: gather the
@@ -10,7 +10,9 @@ For each preset, one process times, in turn (round-robin, so machine noise hits 
   step cannot avoid;
 - **step bf16** (with ``--bf16``): the step under bfloat16 autocast (``trainer.bf16``);
 - **step compiled** (with ``--compile MODE``): the step with ``trainer.compile=MODE`` (its compilation happens in
-  the warm-up rounds and is reported apart).
+  the warm-up rounds and is reported apart);
+- **step 64 x 1** (with ``--one-batch``): the same 64 windows as one micro-batch (``trainer.batch_size=64
+  trainer.gradient_accumulate_every=1``): the same gradient (the mean loss over 64 windows), one pass instead of two.
 
 "fixed cost" = step / passes: what the step costs beyond its passes (1.00 = none). steps/s and samples/s (64 windows
 per step) are the step's. Presets: the tiny test network (dim 8, H 16), the Maze2D CPU presets (dim 16, dim_mults
@@ -114,9 +116,10 @@ def timed(fn, device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def bench(preset: Preset, device: torch.device, repeats: int, bf16: bool, compile: str | None,
+def bench(preset: Preset, device: torch.device, repeats: int, bf16: bool, compile: str | None, one_batch: bool,
           run_dir: str) -> dict[str, float]:
-    """Median seconds of a step, of its passes, of a bf16 step and of a compiled step; and the compilation's."""
+    """Median seconds of a step, of its passes, of a bf16 step, of a compiled step and of a 64 x 1 step; and the
+    compilation's."""
     torch.manual_seed(0)
     dataset = RandomWindows(preset, 512, device)
     options = {"step": {}}
@@ -124,6 +127,8 @@ def bench(preset: Preset, device: torch.device, repeats: int, bf16: bool, compil
         options["step bf16"] = {"bf16": True}
     if compile:
         options["step compiled"] = {"compile": compile}
+    if one_batch:
+        options["step 64 x 1"] = {"batch_size": 64, "gradient_accumulate_every": 1}
     trainers = {name: Trainer(make_model(preset), dataset, Logger(run_dir, backend="disabled"), run_dir,
                               n_train_steps=10**9, device=device, progress=False, **kwargs)
                 for name, kwargs in options.items()}
@@ -155,6 +160,7 @@ def main() -> None:
     parser.add_argument("--presets", nargs="+", default=["tiny", "hopper16"], choices=list(PRESETS))
     parser.add_argument("--bf16", action="store_true", help="also time the step under bf16 autocast")
     parser.add_argument("--compile", default=None, help="also time the step with trainer.compile=MODE")
+    parser.add_argument("--one-batch", action="store_true", help="also time the step as one micro-batch of 64")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--run-dir", default="/tmp/diffuser_training_speed", help="scratch folder (nothing saved)")
     parser.add_argument("--json", default=None, help="also write the medians (seconds) per preset to this file")
@@ -166,10 +172,11 @@ def main() -> None:
     print(f"{name}, torch {torch.__version__}, batch 32 x 2, median of {args.repeats} rounds")
     print(f"{'preset':>18} {'steps/s':>9} {'samples/s':>10} {'passes/s':>9} {'fixed cost':>11}"
           + (f" {'bf16 steps/s':>13} {'bf16 / fp32':>12}" if args.bf16 else "")
-          + (f" {'compiled steps/s':>17} {'compiled / eager':>17} {'compile s':>10}" if args.compile else ""))
+          + (f" {'compiled steps/s':>17} {'compiled / eager':>17} {'compile s':>10}" if args.compile else "")
+          + (f" {'64x1 steps/s':>13} {'64x1 / 32x2':>12}" if args.one_batch else ""))
     for preset_name in args.presets:
         t = results[preset_name] = bench(PRESETS[preset_name], device, args.repeats, args.bf16, args.compile,
-                                         args.run_dir)
+                                         args.one_batch, args.run_dir)
         line = (f"{preset_name:>18} {1 / t['step']:>9.2f} {64 / t['step']:>10.0f} {1 / t['passes']:>9.2f} "
                 f"{t['step'] / t['passes']:>10.3f}x")
         if args.bf16:
@@ -177,6 +184,8 @@ def main() -> None:
         if args.compile:
             line += (f" {1 / t['step compiled']:>17.2f} {t['step'] / t['step compiled']:>16.2f}x"
                      f" {t['compilation']:>10.0f}")
+        if args.one_batch:
+            line += f" {1 / t['step 64 x 1']:>13.2f} {t['step'] / t['step 64 x 1']:>11.2f}x"
         print(line, flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps({"device": name, "seconds": results}, indent=2))

@@ -69,6 +69,34 @@ def test_fused_adam_is_the_single_tensor_update():
     torch.testing.assert_close(finals[1], finals[0], rtol=0, atol=1e-6)
 
 
+class Quadratic(torch.nn.Module):
+    """A loss with no noise: L(w) = mean over the batch's windows of (x · w)², with x a window's rows summed."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.linspace(-1.0, 1.0, dim))
+
+    def forward(self, batch):
+        return ((batch.trajectories.sum(1) @ self.w) ** 2).mean(), {}
+
+
+@pytest.mark.parametrize("batch_size, accumulate", [(8, 1), (4, 2), (2, 4)])
+def test_a_step_takes_the_gradient_of_the_mean_loss_over_all_its_windows(tmp_path, batch_size, accumulate):
+    """batch_size × gradient_accumulate_every windows per step in any layout (the CPU presets take 64 × 1, the
+    paper 32 × 2): the gradient is d/dw of the mean of (x · w)² over the same 8 windows, 2 x (x · w) averaged."""
+    _, ds = tiny()
+    model = Quadratic(ds.get_batch([0]).trajectories.shape[-1])
+    w0 = model.w.detach().clone()
+    trainer = Trainer(model, ds, Logger(tmp_path, backend="disabled"), tmp_path, n_train_steps=10,
+                      batch_size=batch_size, gradient_accumulate_every=accumulate, log_freq=100, progress=False)
+    seen = {}
+    trainer.optimizer.step = lambda: seen.setdefault("grad", model.w.grad.clone())  # read it before zero_grad
+    trainer.train_step()
+    x = ds.get_batch(BatchStream(len(ds), 8, seed=0).next()).trajectories.sum(1).double()
+    expected = (2 * x * (x @ w0.double())[:, None]).mean(0)
+    torch.testing.assert_close(seen["grad"].double(), expected, rtol=1e-5, atol=1e-6)
+
+
 class NaNAt(torch.nn.Module):
     """The tiny model, whose loss is NaN on forward call ``n``."""
 
