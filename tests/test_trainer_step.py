@@ -82,8 +82,8 @@ class Quadratic(torch.nn.Module):
 
 @pytest.mark.parametrize("batch_size, accumulate", [(8, 1), (4, 2), (2, 4)])
 def test_a_step_takes_the_gradient_of_the_mean_loss_over_all_its_windows(tmp_path, batch_size, accumulate):
-    """batch_size × gradient_accumulate_every windows per step in any layout (the locomotion CPU presets take 64 × 1, the
-    paper 32 × 2): the gradient is d/dw of the mean of (x · w)² over the same 8 windows, 2 x (x · w) averaged."""
+    """batch_size × gradient_accumulate_every windows per step in any layout (the locomotion CPU presets take 64 × 1,
+    the paper 32 × 2): the gradient is d/dw of the mean of (x · w)² over the same 8 windows, 2 x (x · w) averaged."""
     _, ds = tiny()
     model = Quadratic(ds.get_batch([0]).trajectories.shape[-1])
     w0 = model.w.detach().clone()
