@@ -292,6 +292,15 @@ def check_network(network: str, kind: str, experiment: Optional[str] = None, exp
         )
 
 
+def check_batch(batch_size: int, gradient_accumulate_every: int) -> None:
+    """A step takes batch_size × gradient_accumulate_every windows (32 × 2 in the paper, 64 × 1 in the locomotion CPU
+    presets): both must be positive."""
+    for key, value in (("batch_size", batch_size), ("gradient_accumulate_every", gradient_accumulate_every)):
+        if value < 1:
+            raise ValueError(f"trainer.{key}={value} must be at least 1 (a step takes trainer.batch_size × "
+                             "trainer.gradient_accumulate_every windows: 32 × 2 in the paper)")
+
+
 def register_configs() -> None:
     """Register the schemas so YAML files are type-checked (``train_schema`` / ``plan_schema`` in defaults lists)."""
     cs = ConfigStore.instance()

@@ -15,8 +15,8 @@ from typing import Any, Callable, Iterator
 
 from omegaconf import DictConfig, OmegaConf
 
-from diffuser.config import (PlanConfig, TrainConfig, check_locomotion_experiment, check_network, register_configs,
-                             resolve_guide, resolve_warm_start)
+from diffuser.config import (PlanConfig, TrainConfig, check_batch, check_locomotion_experiment, check_network,
+                             register_configs, resolve_guide, resolve_warm_start)
 
 
 def configure() -> None:
@@ -160,6 +160,7 @@ def start_training(cfg: DictConfig):
         experiment = HydraConfig.get().runtime.choices.get("experiment")
         check_locomotion_experiment(experiment, cfg.env.name)
         check_network(cfg.model.network, cfg.model.kind, experiment, cfg.exp_name)
+        check_batch(cfg.trainer.batch_size, cfg.trainer.gradient_accumulate_every)
     dist = Distributed.start()  # torchrun (or SLURM tasks): one process per device; otherwise a single process
     with user_errors():
         config: TrainConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import locomotion_arrays
-from diffuser.config import DiffusionConfig, ModelConfig
+from diffuser.config import DiffusionConfig, ModelConfig, check_batch
 from diffuser.data.sequence import SequenceDataset
 from diffuser.runs.build import build_model
 from diffuser.runs.logger import Logger
@@ -95,6 +95,14 @@ def test_a_step_takes_the_gradient_of_the_mean_loss_over_all_its_windows(tmp_pat
     x = ds.get_batch(BatchStream(len(ds), 8, seed=0).next()).trajectories.sum(1).double()
     expected = (2 * x * (x @ w0.double())[:, None]).mean(0)
     torch.testing.assert_close(seen["grad"].double(), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("batch_size, accumulate, key",
+                         [(0, 1, "batch_size=0"), (64, 0, "gradient_accumulate_every=0")])
+def test_an_empty_step_is_refused_naming_the_key(batch_size, accumulate, key):
+    with pytest.raises(ValueError, match=f"trainer.{key} must be at least 1"):
+        check_batch(batch_size, accumulate)
+    check_batch(64, 1)  # the locomotion CPU presets' layout passes
 
 
 class NaNAt(torch.nn.Module):
