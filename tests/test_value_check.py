@@ -47,12 +47,29 @@ def test_replaying_an_episode_from_its_saved_state_gives_its_return():
     n, t0, horizon = len(episode["rewards"]), 4, 3
     assert episode["terminals"][-1] and n > t0 + horizon  # random Hopper falls within a few dozen steps
     plan = episode["actions"][t0 : t0 + horizon][None]
-    got = realized_returns("hopper-medium-v2", "v4", episode["infos/qpos"][t0], episode["infos/qvel"][t0], t0, plan,
-                           Replay(episode["actions"]), discount=0.9, penalty=-100.0, seed=0)
+    got, planned = realized_returns("hopper-medium-v2", "v4", episode["infos/qpos"][t0], episode["infos/qvel"][t0],
+                                    t0, plan, Replay(episode["actions"]), discount=0.9, penalty=-100.0, seed=0)
     rewards = episode["rewards"][t0:].astype(np.float64)
     rewards[-1] -= 100.0
     expected = (rewards * 0.9 ** np.arange(len(rewards))).sum()
     assert got[0] == pytest.approx(expected, rel=1e-4, abs=1e-3)
+    # the plan's own 3 steps earned r_4 + 0.9·r_5 + 0.81·r_6 (the fall comes later, so no penalty among them)
+    assert planned[0] == pytest.approx(rewards[0] + 0.9 * rewards[1] + 0.81 * rewards[2], rel=1e-4, abs=1e-3)
+
+
+def test_the_plans_own_steps_carry_the_penalty_of_a_fall_among_them():
+    from diffuser.tools.collect import rollout
+
+    data = rollout("hopper-medium-v2", "random", n_steps=60, seed=3, n_envs=1)
+    episode = split_episodes(data.arrays)[0]
+    n = len(episode["rewards"])
+    t0 = n - 2  # a plan of 3 steps from here falls at its second step, as the episode did
+    plan = np.concatenate([episode["actions"][t0:], episode["actions"][-1:]])[None]
+    got, planned = realized_returns("hopper-medium-v2", "v4", episode["infos/qpos"][t0], episode["infos/qvel"][t0],
+                                    t0, plan, Replay(episode["actions"]), discount=0.5, penalty=-100.0, seed=0)
+    r0, r1 = episode["rewards"][t0:].astype(np.float64)
+    assert planned[0] == pytest.approx(r0 + 0.5 * (r1 - 100.0), rel=1e-4, abs=1e-3)
+    assert got[0] == pytest.approx(planned[0], rel=1e-6)  # nothing after the fall
 
 
 def test_a_folder_that_is_not_a_run_gets_one_line(tmp_path):

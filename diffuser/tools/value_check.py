@@ -9,12 +9,14 @@ an IQL run, or both), on fresh behaviour-policy episodes that no model saw.
    model learned) takes over until the episode's 1000 steps are up (``--repeats`` continuations, averaged; sampled
    as in the data, or by the policy's mean with ``--continuation deterministic``, which takes the continuation's
    sampling noise out of the realized returns; with sampled ones, their split-half Spearman says how much ranking
-   that noise leaves measurable). Per
-   state: the Spearman correlation of the plans' predicted values with these realized discounted returns, and the realized return of the plan the value
-   model would pick against the mean and the best candidate. Every critic given scores the same candidates:
+   that noise leaves measurable). Per state: the Spearman correlation of the plans' predicted values with these
+   realized discounted returns, and the realized return of the plan the value model would pick against the mean and
+   the best candidate. Every critic given scores the same candidates:
    ``value`` (the value run), ``iql_v`` (Σ_h V(s_h)) and ``iql_q`` (Q(s_0, a_0)) of the IQL run, and with a
    forward dynamics run beside the IQL run, ``rollout`` (the plan's actions played through the model, then V)
-   (``planning/critics.py``).
+   (``planning/critics.py``). Beside them, as a reference no critic has, ``simulator``: the part of each realized
+   return that the plan's own H steps earned in the simulator (rewards and the fall penalty), what a critic that
+   predicted those H steps exactly, and nothing after them, would rank by.
 3. **Guidance size.** At every denoising step t, the guide's shift ‖scale·σ_t²·∇J‖ (per plan) against the noise
    σ_t‖z‖ the step adds, and how far guidance moves the first action: the same noise with and without the gradient.
 
@@ -94,9 +96,10 @@ def split_episodes(arrays: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]
 def realized_returns(
     env_name: str, gym_version: str, qpos: np.ndarray, qvel: np.ndarray, t0: int, actions: np.ndarray, policy,
     discount: float, penalty: float, seed: int,
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray]:
     """Execute each plan's actions (K, H, action_dim) open loop from the state (qpos, qvel) reached at episode step
-    t0, then the behaviour policy until step 1000 or a fall: discounted returns (K,), the penalty at a fall."""
+    t0, then the behaviour policy until step 1000 or a fall: discounted returns (K,), the penalty at a fall, and
+    the part of them the plan's own H steps earned (K,)."""
     from diffuser.envs.locomotion import make_locomotion_env
 
     k, horizon = actions.shape[:2]
@@ -107,7 +110,7 @@ def realized_returns(
         env.set_state(qpos, qvel)
         obs[i] = env._get_obs()
     rng = np.random.default_rng(seed)
-    returns, weight, alive = np.zeros(k), np.ones(k), np.ones(k, dtype=bool)
+    returns, planned, weight, alive = np.zeros(k), np.zeros(k), np.ones(k), np.ones(k, dtype=bool)
     for t in range(EPISODE_STEPS - t0):
         if t < horizon:
             act = actions[:, t]
@@ -115,14 +118,16 @@ def realized_returns(
             act, _ = policy.act(obs, rng, steps=np.full(k, t0 + t))
         for i in np.flatnonzero(alive):
             obs[i], reward, terminated, _, _ = envs[i].step(act[i])
-            returns[i] += weight[i] * (reward + (penalty if terminated else 0.0))
+            earned = weight[i] * (reward + (penalty if terminated else 0.0))
+            returns[i] += earned
+            planned[i] += earned if t < horizon else 0.0
             alive[i] = not terminated
         weight *= discount
         if not alive.any():
             break
     for env in envs:
         env.close()
-    return returns
+    return returns, planned
 
 
 @torch.no_grad()
@@ -272,10 +277,13 @@ def main(argv: list[str] | None = None) -> dict:
             t = torch.zeros(len(plans), dtype=torch.long)
             values = {c: critic(plans, t).numpy() for c, critic in critics.items()}
         actions = diffusion.unnormalize(plans)[..., : diffusion.action_dim].numpy()
-        repeats = realized_returns(name, gym_version, episode["infos/qpos"][t0], episode["infos/qvel"][t0], t0,
-                                   np.repeat(actions, args.repeats, axis=0), continuation, discount, penalty,
-                                   args.seed + 1000 * s).reshape(len(actions), args.repeats)
+        repeats, planned = realized_returns(name, gym_version, episode["infos/qpos"][t0], episode["infos/qvel"][t0],
+                                            t0, np.repeat(actions, args.repeats, axis=0), continuation, discount,
+                                            penalty, args.seed + 1000 * s)
+        repeats = repeats.reshape(len(actions), args.repeats)
         realized = repeats.mean(axis=1)
+        # the simulator's own H steps of each plan (the same in every repeat): a reference no critic has
+        values["simulator"] = planned.reshape(len(actions), args.repeats).mean(axis=1)
         record = {"episode_step": t0, "realized": realized.tolist(), "mean": float(realized.mean()),
                   "best": float(realized.max()), "critics": {}}
         if args.repeats >= 2 and args.continuation == "sampled":  # how far the realized returns rank themselves
@@ -300,12 +308,13 @@ def main(argv: list[str] | None = None) -> dict:
             "mean_spearman": float(np.mean([r["critics"][c]["spearman"] for r in per_state])),
             "spearman_se": float(np.std([r["critics"][c]["spearman"] for r in per_state]) / np.sqrt(len(per_state))),
             "picked_minus_mean": float(np.mean([r["critics"][c]["picked"] - r["mean"] for r in per_state])),
-        } for c in critics},
+        } for c in per_state[0]["critics"]},
     }
     if halves:
         print(f"2. the realized returns' own split-half Spearman (noise of {args.repeats} sampled continuations): "
               f"{candidates['split_half_spearman']:+.3f}")
     for c, r in candidates["critics"].items():
+        c = "simulator (the plans' own H steps in the simulator: a reference no critic has)" if c == "simulator" else c
         print(f"2. {c}: mean Spearman over states {r['mean_spearman']:+.3f} ± {r['spearman_se']:.3f}; realized "
               f"return of its pick − candidate mean {r['picked_minus_mean']:+.1f} "
               f"(best − mean {candidates['best_minus_mean']:+.1f})")
