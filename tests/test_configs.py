@@ -78,7 +78,7 @@ def test_locomotion_cpu_preset_is_small_and_bc_keeps_its_width():
     cheetah = compose_to_object("train", ["experiment=halfcheetah_cpu"])
     assert (cheetah.env.name, cheetah.horizon, cheetah.model.dim_mults, cheetah.model.attention) == (
         "halfcheetah-medium-v2", 4, [1, 4, 8], True)
-    assert cheetah.trainer.n_train_steps < diffusion.trainer.n_train_steps
+    assert cheetah.trainer == diffusion.trainer  # one CPU schedule for every locomotion dataset
     # The paper presets' constants and each dataset's guide: tests/test_presets.py.
 
 
